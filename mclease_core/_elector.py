@@ -1,0 +1,421 @@
+"""The global leader elector: one lease name, one identity, any :class:`Storage`.
+
+It follows client-go's ``tools/leaderelection``: followers read the record once per retry period
+and take it over only after seeing it unchanged for a lease duration on their own monotonic clock;
+the leader renews with one conditional write from its cached version (the fast path) and re-reads
+only when that write conflicts; a holder change bumps ``lease_transitions``; release is a
+compare-and-swap that clears the holder.
+
+Leadership is bounded by time, not by the loop: a term ends ``renew_deadline`` after the *sending*
+of its last successful write, enforced by a watchdog thread even when a storage call hangs. Since
+every other elector measures expiry from when it first *saw* that write, which is later, nobody can
+take the lease over before ``lease_duration`` after that sending, and ``renew_deadline <
+lease_duration`` keeps the two terms apart.
+
+What to do next is decided by the pure functions of ``_decisions``; this module does the I/O, the
+waiting and the callbacks. For unit tests, :meth:`LeaderElector.try_acquire_or_renew` and
+:meth:`LeaderElector.check_deadline` run one step each with an injected clock; :meth:`run` is the
+loop that production uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._decisions import (
+    Action,
+    Holder,
+    LeaseTiming,
+    Observation,
+    decide,
+    new_record,
+    observe,
+    released_record,
+)
+from ._errors import (
+    ConfigurationError,
+    LeaseAlreadyExistsError,
+    LeaseConflictError,
+    LeaseNotFoundError,
+    OutcomeUnknownError,
+    StorageError,
+)
+from ._instrumented import CountingStorage
+from ._storage import LeaseData, LeaseObject, Storage, validate_key
+
+log = logging.getLogger("mclease.elector")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeadershipTerm:
+    """One uninterrupted period of leadership.
+
+    ``fencing_token`` grows with every term of a lease and is never reused: pass it with every
+    write the leader makes to a shared resource, and have the resource refuse tokens lower than the
+    highest it has seen (see docs/safety.md).
+    """
+
+    lease_name: str
+    identity: str
+    cluster: str
+    fencing_token: int
+    started_at: float
+    """Monotonic time of the write that started the term."""
+
+
+@dataclasses.dataclass
+class ElectorCallbacks:
+    """What the elector calls. They run on the elector's threads and must return promptly.
+
+    ``on_stopped_leading`` runs before the lease is released, so stopping the work there (and only
+    then returning) keeps the next leader from starting while this one still acts.
+    """
+
+    on_started_leading: Callable[[LeadershipTerm], None] | None = None
+    on_stopped_leading: Callable[[LeadershipTerm, str], None] | None = None
+    on_new_leader: Callable[[str, str], None] | None = None
+    """Called with ``(identity, cluster)`` whenever the observed holder changes (also to us)."""
+
+
+@dataclasses.dataclass
+class _Term:
+    public: LeadershipTerm
+    deadline: float
+
+
+class LeaderElector:
+    """Elects one leader for ``name`` among all electors sharing ``storage``."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        name: str,
+        identity: str,
+        *,
+        cluster: str = "",
+        timing: LeaseTiming | None = None,
+        callbacks: ElectorCallbacks | None = None,
+        release_on_stop: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+    ):
+        if not identity:
+            raise ValueError("an elector needs a non-empty identity")
+        validate_key(name)
+        self.timing = timing or LeaseTiming()
+        _check_capabilities(storage, self.timing)
+        self.storage = CountingStorage(storage)
+        self.name = name
+        self.identity = identity
+        self.cluster = cluster
+        self.callbacks = callbacks or ElectorCallbacks()
+        self.release_on_stop = release_on_stop
+        self.clock = clock
+        self.jitter = jitter
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+        self._lock = threading.RLock()
+        self._term: _Term | None = None
+        self._cached: LeaseObject | None = None
+        self._observation: Observation | None = None
+        self._reported_leader: Holder | None = None
+        self._next_wait = 0.0
+        self._last_attempt: float | None = None
+        self.last_error: StorageError | None = None
+
+        self._stopping = threading.Event()
+        self._term_changed = threading.Event()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+
+    @property
+    def me(self) -> Holder:
+        return (self.cluster, self.identity)
+
+    # ----- state -----------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """True while a term is active and its renew deadline has not passed."""
+        with self._lock:
+            term = self._term
+        return term is not None and self.clock.monotonic() < term.deadline
+
+    @property
+    def term(self) -> LeadershipTerm | None:
+        """The current term, if leading."""
+        with self._lock:
+            term = self._term
+        return term.public if term is not None and self.is_leader() else None
+
+    @property
+    def observed_record(self) -> LeaseObject | None:
+        with self._lock:
+            return self._observation.record if self._observation else None
+
+    def healthy(self) -> bool:
+        """False when the loop has not completed an attempt for far longer than it should."""
+        with self._lock:
+            last = self._last_attempt
+        if not self._running or last is None:
+            return True
+        allowed = 2 * self.timing.retry_period + self.storage.capabilities.operation_timeout + 1.0
+        return self.clock.monotonic() - last <= allowed
+
+    # ----- one step ------------------------------------------------------------------------------
+
+    def try_acquire_or_renew(self) -> bool:
+        """Make one attempt to become or stay leader; return whether we lead afterwards."""
+        with self._lock:
+            term = self._term
+            cached = self._cached
+        try:
+            if term is not None and cached is not None and cached.data.holder == self.me:
+                done = self._renew_fast(term, cached)
+                if done is not None:
+                    return done
+            return self._read_and_decide(term)
+        except StorageError as exc:
+            self._note_error(exc)
+            return self.is_leader()
+        finally:
+            with self._lock:
+                self._last_attempt = self.clock.monotonic()
+
+    def _renew_fast(self, term: _Term, cached: LeaseObject) -> bool | None:
+        """Renew from the cached version; ``None`` means 'conflict: re-read and decide'."""
+        data = new_record(Action.RENEW, cached, self.me, self.timing.lease_duration, self.clock.now())
+        sent = self.clock.monotonic()
+        try:
+            written = self.storage.update(self.name, data, version=cached.version)
+        except LeaseConflictError:
+            log.info("renewal of %r conflicted; re-reading", self.name)
+            return None
+        except OutcomeUnknownError as exc:
+            written = self._resolve_unknown(exc, data)
+            if written is None:
+                return None
+        return self._written(written, sent, Action.RENEW, term)
+
+    def _read_and_decide(self, term: _Term | None) -> bool:
+        current = self._read()
+        now = self.clock.monotonic()
+        with self._lock:
+            self._observation = observe(self._observation, current, now)
+            observation = self._observation
+        self._report_leader(current)
+        if term is not None and (current is None or current.data.holder != self.me):
+            self._end_term(term, "the lease record no longer names us")
+            term = None
+        decision = decide(observation, self.me, term is not None, now)
+        if decision.action is Action.WAIT:
+            self._next_wait = decision.wait
+            return False
+        log.debug("lease %r: %s (%s)", self.name, decision.action.value, decision.reason)
+        data = new_record(decision.action, current, self.me, self.timing.lease_duration, self.clock.now())
+        sent = self.clock.monotonic()
+        try:
+            if current is None:
+                written = self.storage.create(self.name, data)
+            else:
+                written = self.storage.update(self.name, data, version=current.version)
+        except (LeaseConflictError, LeaseAlreadyExistsError):
+            log.info("lease %r: lost the race to %s it", self.name, decision.action.value)
+            self._next_wait = 0.0
+            return self.is_leader()
+        except OutcomeUnknownError as exc:
+            resolved = self._resolve_unknown(exc, data)
+            if resolved is None:
+                return self.is_leader()
+            written = resolved
+        return self._written(written, sent, decision.action, term)
+
+    def _read(self) -> LeaseObject | None:
+        try:
+            return self.storage.read(self.name)
+        except LeaseNotFoundError:
+            return None
+
+    def _resolve_unknown(self, exc: OutcomeUnknownError, intended: LeaseData) -> LeaseObject | None:
+        """A write may have committed: it did if the stored record is exactly what we wrote."""
+        log.warning("lease %r: write outcome unknown (%s); re-reading to resolve", self.name, exc)
+        current = self._read()
+        if current is not None and current.data == intended:
+            return current
+        return None
+
+    def _written(self, written: LeaseObject, sent: float, action: Action, term: _Term | None) -> bool:
+        """Account for a successful write sent at monotonic time ``sent``."""
+        now = self.clock.monotonic()
+        deadline = sent + self.timing.renew_deadline
+        started: LeadershipTerm | None = None
+        with self._lock:
+            self._cached = written
+            self._observation = Observation(written, now)
+            self.last_error = None
+            if now >= deadline:
+                return False  # too slow to count; the watchdog ends the term
+            if action is Action.RENEW:
+                if self._term is not term or term is None:
+                    return False  # the term ended meanwhile; the next attempt starts a new one
+                term.deadline = deadline
+            else:
+                started = LeadershipTerm(
+                    self.name, self.identity, self.cluster, written.fencing_token, sent
+                )
+                self._term = _Term(started, deadline)
+            self._term_changed.set()
+        self._report_leader(written)
+        if started is not None:
+            log.info(
+                "lease %r: started leading as %r (fencing token %d)",
+                self.name, self.identity, started.fencing_token,
+            )
+            self._call(self.callbacks.on_started_leading, started)
+        return True
+
+    def check_deadline(self) -> None:
+        """End the current term if its renew deadline has passed (the watchdog calls this)."""
+        with self._lock:
+            term = self._term
+        if term is not None and self.clock.monotonic() >= term.deadline:
+            self._end_term(term, f"no successful renewal within {self.timing.renew_deadline:g}s")
+
+    def _end_term(self, term: _Term, reason: str) -> None:
+        with self._lock:
+            if self._term is not term:
+                return
+            self._term = None
+            self._term_changed.set()
+        log.warning("lease %r: stopped leading: %s", self.name, reason)
+        self._call(self.callbacks.on_stopped_leading, term.public, reason)
+
+    def release(self) -> bool:
+        """End our term and give the lease up with a compare-and-swap; True if released."""
+        with self._lock:
+            term = self._term
+        if term is not None:
+            self._end_term(term, "released")
+        try:
+            current = self._read()
+            if current is None or current.data.holder != self.me:
+                return False
+            self.storage.update(self.name, released_record(current, self.clock.now()), version=current.version)
+        except (LeaseConflictError, OutcomeUnknownError) as exc:
+            log.warning("lease %r: release did not happen: %s", self.name, exc)
+            return False
+        except StorageError as exc:
+            self._note_error(exc)
+            return False
+        with self._lock:
+            self._cached = None
+        log.info("lease %r: released", self.name)
+        return True
+
+    # ----- the loop ------------------------------------------------------------------------------
+
+    def next_wait(self) -> float:
+        """Seconds until the next attempt: the retry period (jittered for followers), or sooner
+        when the observed lease expires first."""
+        period = self.timing.retry_period
+        if self.is_leader():
+            return period
+        jittered = period * (1.0 + self.jitter * self._rng.random())
+        if self._next_wait > 0:
+            return min(jittered, self._next_wait + 0.001)
+        return jittered
+
+    def run(self) -> None:
+        """Campaign and lead until :meth:`stop`; then end the term and, by default, release."""
+        self._watchdog = threading.Thread(target=self._watch, name=f"mclease-watchdog-{self.name}", daemon=True)
+        self._watchdog.start()
+        self._running = True
+        try:
+            while not self._stopping.is_set():
+                self._next_wait = 0.0
+                self.try_acquire_or_renew()
+                self._stopping.wait(self.next_wait())
+        finally:
+            self._running = False
+            self._stopping.set()
+            self._term_changed.set()
+            with self._lock:
+                term = self._term
+            if term is not None:
+                self._end_term(term, "elector stopped")
+            if self.release_on_stop:
+                self.release()
+
+    def start(self) -> LeaderElector:
+        """Run :meth:`run` in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("this elector was already started")
+        self._thread = threading.Thread(target=self.run, name=f"mclease-elector-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the term now, stop the loop, release if configured, and wait up to ``timeout``."""
+        self._stopping.set()
+        with self._lock:
+            term = self._term
+        if term is not None:
+            self._end_term(term, "elector stopped")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                term = self._term
+            timeout = None if term is None else max(0.0, term.deadline - self.clock.monotonic())
+            self._term_changed.wait(timeout)
+            self._term_changed.clear()
+            self.check_deadline()
+
+    # ----- helpers -------------------------------------------------------------------------------
+
+    def _report_leader(self, record: LeaseObject | None) -> None:
+        if record is None or record.data.is_released:
+            return
+        holder = record.data.holder
+        with self._lock:
+            if holder == self._reported_leader:
+                return
+            self._reported_leader = holder
+        self._call(self.callbacks.on_new_leader, holder[1], holder[0])
+
+    def _note_error(self, exc: StorageError) -> None:
+        with self._lock:
+            self.last_error = exc
+        log.warning("lease %r: storage error: %s", self.name, exc)
+
+    def _call(self, callback: Callable[..., None] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("lease %r: callback %s failed", self.name, getattr(callback, "__name__", callback))
+
+
+def _check_capabilities(storage: Storage, timing: LeaseTiming) -> None:
+    capabilities = storage.capabilities
+    if timing.retry_period < capabilities.min_write_interval:
+        raise ConfigurationError(
+            f"retry_period {timing.retry_period:g}s is shorter than this backend's minimum write "
+            f"interval of {capabilities.min_write_interval:g}s per record; a leader renews once per "
+            "retry period, so raise retry_period"
+        )
+    if capabilities.failover_may_lose_writes:
+        log.warning(
+            "this backend can lose acknowledged writes on a failover of the store; two leaders "
+            "are possible after such a failover (see the backend's documentation)"
+        )

@@ -1,0 +1,166 @@
+"""The storage contract: what a global lease store must do, and nothing more.
+
+A store keeps one record per lease key and offers four operations on it: ``read``, ``create``
+(fails if present), ``update`` and ``delete`` (both compare-and-swap on the record's version).
+Versions are integers that strictly increase per key, also across delete and recreate, which is
+what makes a version usable as a fencing token.
+
+Not here: leader election (see ``_decisions`` and ``_elector``), encoding (``_codec``), and
+choosing a backend by URL (``_plugins``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import unicodedata
+from types import TracebackType
+
+from ._errors import InvalidKeyError
+
+MAX_KEY_BYTES = 512
+"""Longest lease key, in UTF-8 bytes, that every backend must accept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseData:
+    """What a global lease record says.
+
+    ``holder_identity`` empty means nobody holds the lease (it was released).
+    ``fencing_token`` is ``None`` on the write that starts a term: the token of that term is then
+    the version of the record that write produced. Later renewals carry it forward explicitly.
+    Use :attr:`LeaseObject.fencing_token` rather than reading this field.
+    """
+
+    holder_identity: str
+    lease_duration_seconds: float
+    renew_time: dt.datetime
+    acquire_time: dt.datetime
+    holder_cluster: str = ""
+    lease_transitions: int = 0
+    fencing_token: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("renew_time", "acquire_time"):
+            value = getattr(self, name)
+            if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+                raise ValueError(f"LeaseData.{name} must be a time-zone-aware datetime, got {value!r}")
+        if not self.lease_duration_seconds > 0:
+            raise ValueError(
+                f"LeaseData.lease_duration_seconds must be > 0, got {self.lease_duration_seconds!r}"
+            )
+        if self.lease_transitions < 0:
+            raise ValueError(f"LeaseData.lease_transitions must be >= 0, got {self.lease_transitions}")
+
+    @property
+    def holder(self) -> tuple[str, str]:
+        """The cluster-qualified holder: ``(cluster, identity)``."""
+        return (self.holder_cluster, self.holder_identity)
+
+    @property
+    def is_released(self) -> bool:
+        return self.holder_identity == ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseObject:
+    """A stored record and its version (opaque, strictly increasing per key)."""
+
+    data: LeaseData
+    version: int
+
+    @property
+    def fencing_token(self) -> int:
+        """The number of the holder's term: it only grows for a key, and is never reused."""
+        return self.version if self.data.fencing_token is None else self.data.fencing_token
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a backend can and cannot do; the core refuses settings a backend cannot honour.
+
+    ``min_write_interval``: the shortest time, in seconds, between two writes of one record the
+    store sustains (GCS: about one second). An elector whose retry period is shorter is refused.
+    ``watch``: the backend can notify about changes (not needed by the elector).
+    ``failover_may_lose_writes``: a failover of the store can lose acknowledged writes (Redis
+    with asynchronous replication); two leaders become possible after such a failover.
+    ``shared_across_processes``: several processes can open the same store (``memory://``
+    cannot).
+    ``operation_timeout``: the longest a single operation takes before it raises
+    :class:`StorageUnavailableError`.
+    """
+
+    min_write_interval: float = 0.0
+    watch: bool = False
+    failover_may_lose_writes: bool = False
+    shared_across_processes: bool = True
+    operation_timeout: float = 10.0
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if every backend can store it, else raise :class:`InvalidKeyError`."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"a lease key must be a str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError("a lease key must not be empty", key=key)
+    size = len(key.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(
+            f"a lease key must be at most {MAX_KEY_BYTES} UTF-8 bytes, got {size}", key=key
+        )
+    for char in key:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidKeyError(
+                f"a lease key must not contain control characters or lone surrogates "
+                f"(found {char!r})",
+                key=key,
+            )
+    return key
+
+
+class Storage(abc.ABC):
+    """A store of lease records with compare-and-swap.
+
+    Implementations map their native errors to :mod:`mclease_core` errors and chain them.
+    Every method raises :class:`StorageUnavailableError` within ``capabilities.operation_timeout``
+    when the store does not answer, and :class:`InvalidKeyError` for keys
+    :func:`validate_key` rejects. ``read`` raises :class:`CorruptRecordError` when a stored
+    record cannot be decoded. A write whose outcome the backend cannot know raises
+    :class:`OutcomeUnknownError`.
+    """
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this store can do."""
+
+    @abc.abstractmethod
+    def read(self, key: str) -> LeaseObject:
+        """Return the record under ``key``; :class:`LeaseNotFoundError` if there is none."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: LeaseData) -> LeaseObject:
+        """Store a new record; :class:`LeaseAlreadyExistsError` if one is present."""
+
+    @abc.abstractmethod
+    def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
+        """Replace the record if its version is ``version``; else :class:`LeaseConflictError`."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, version: int) -> None:
+        """Remove the record if its version is ``version``; else :class:`LeaseConflictError`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold a connection
+        """Release connections. The store must not be used afterwards."""
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

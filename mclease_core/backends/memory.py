@@ -1,0 +1,117 @@
+"""``memory://[name][/prefix]``: the in-process reference backend.
+
+It is the model the conformance suite and the unit tests compare against: every rule of the
+storage contract, nothing else. Stores are shared by name within one process (``memory://a`` opened
+twice sees the same records) and vanish with it, so it is for tests and demos only.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from typing import ClassVar
+
+from .._errors import (
+    ConfigurationError,
+    LeaseAlreadyExistsError,
+    LeaseConflictError,
+    LeaseNotFoundError,
+)
+from .._codec import decode_lease_data, encode_lease_data
+from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+
+
+class _MemoryStore:
+    """The records of one named store; versions come from one counter, so they never go back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: dict[str, tuple[bytes, int]] = {}
+        self.last_version = 0
+
+    def next_version(self) -> int:
+        self.last_version += 1
+        return self.last_version
+
+
+class MemoryStorage(Storage):
+    """A view of a named in-process store under a key prefix."""
+
+    _stores: ClassVar[dict[str, _MemoryStore]] = {}
+    _stores_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, name: str = "", prefix: str = "") -> None:
+        with self._stores_lock:
+            self._store = self._stores.setdefault(name, _MemoryStore())
+        self.name = name
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStorage:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "memory" or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"invalid memory URL {url!r}: expected memory://[name][/prefix]"
+            )
+        return cls(name=parts.netloc, prefix=parts.path.strip("/"))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(shared_across_processes=False, operation_timeout=0.0)
+
+    def _full_key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read(self, key: str) -> LeaseObject:
+        full = self._full_key(key)
+        with self._store.lock:
+            found = self._store.records.get(full)
+        if found is None:
+            raise LeaseNotFoundError("no lease record", key=key, backend="memory")
+        raw, version = found
+        return LeaseObject(decode_lease_data(raw, key=key, backend="memory"), version)
+
+    def create(self, key: str, data: LeaseData) -> LeaseObject:
+        full = self._full_key(key)
+        with self._store.lock:
+            if full in self._store.records:
+                raise LeaseAlreadyExistsError("lease record already exists", key=key, backend="memory")
+            version = self._store.next_version()
+            self._store.records[full] = (encode_lease_data(data), version)
+        return LeaseObject(data, version)
+
+    def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
+        full = self._full_key(key)
+        with self._store.lock:
+            self._check_version(key, full, version)
+            version = self._store.next_version()
+            self._store.records[full] = (encode_lease_data(data), version)
+        return LeaseObject(data, version)
+
+    def delete(self, key: str, *, version: int) -> None:
+        full = self._full_key(key)
+        with self._store.lock:
+            self._check_version(key, full, version)
+            del self._store.records[full]
+
+    def put_raw(self, key: str, raw: bytes) -> None:
+        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
+        full = self._full_key(key)
+        with self._store.lock:
+            self._store.records[full] = (raw, self._store.next_version())
+
+    def _check_version(self, key: str, full: str, version: int) -> None:
+        current = self._store.records.get(full)
+        if current is None:
+            raise LeaseConflictError(
+                f"expected version {version}, but the record does not exist",
+                key=key,
+                backend="memory",
+            )
+        if current[1] != version:
+            raise LeaseConflictError(
+                f"expected version {version}, stored version is {current[1]}",
+                key=key,
+                backend="memory",
+            )

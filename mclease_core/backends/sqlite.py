@@ -1,0 +1,240 @@
+"""``sqlite:///path/to/file.db[?prefix=P&timeout=S]``: the embedded default backend.
+
+One SQLite file holds the leases of every process on one machine that opens it. Each operation is
+one ``BEGIN IMMEDIATE`` transaction, so compare-and-swap is atomic across threads and processes;
+``timeout`` (seconds, default 5) bounds how long an operation waits for the file's write lock
+before it raises :class:`StorageUnavailableError`. The file runs in WAL mode with
+``synchronous=FULL``: an acknowledged write survives a crash of the process or the machine.
+
+Versions come from a per-key counter table that is never deleted from, so they keep growing
+across delete and recreate.
+
+Not for: several machines. SQLite on a network file system does not give these guarantees; use a
+networked backend (etcd, Redis, GCS) for leases shared between clusters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from .._codec import decode_lease_data, encode_lease_data
+from .._errors import (
+    ConfigurationError,
+    CorruptRecordError,
+    LeaseAlreadyExistsError,
+    LeaseConflictError,
+    LeaseNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+
+DEFAULT_TIMEOUT = 5.0
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mclease_leases (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mclease_versions (
+    key TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+"""
+
+
+class SQLiteStorage(Storage):
+    """Lease records in one SQLite file, safe across threads and processes of one machine."""
+
+    def __init__(self, path: str | Path, *, prefix: str = "", timeout: float = DEFAULT_TIMEOUT):
+        if timeout <= 0:
+            raise ConfigurationError(f"sqlite timeout must be > 0 seconds, got {timeout}")
+        self.path = Path(path)
+        self.prefix = prefix
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStorage:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc or not parts.path or parts.fragment:
+            raise ConfigurationError(
+                f"invalid sqlite URL {url!r}: expected sqlite:///absolute/path.db or "
+                "sqlite:relative/path.db, with optional ?prefix=NAME&timeout=SECONDS"
+            )
+        options = dict(urllib.parse.parse_qsl(parts.query, strict_parsing=False))
+        unknown = set(options) - {"prefix", "timeout"}
+        if unknown:
+            raise ConfigurationError(
+                f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}; "
+                "supported: prefix, timeout"
+            )
+        try:
+            timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+        except ValueError as exc:
+            raise ConfigurationError(f"sqlite timeout must be a number of seconds in {url!r}") from exc
+        return cls(urllib.parse.unquote(parts.path), prefix=options.get("prefix", ""), timeout=timeout)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(operation_timeout=self.timeout + 1.0)
+
+    def read(self, key: str) -> LeaseObject:
+        full = self._full_key(key)
+        row = self._run(key, lambda db: db.execute(
+            "SELECT data, version FROM mclease_leases WHERE key = ?", (full,)
+        ).fetchone())
+        if row is None:
+            raise LeaseNotFoundError("no lease record", key=key, backend="sqlite")
+        return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
+
+    def create(self, key: str, data: LeaseData) -> LeaseObject:
+        full = self._full_key(key)
+        raw = encode_lease_data(data)
+
+        def transaction(db: sqlite3.Connection) -> int:
+            if db.execute("SELECT 1 FROM mclease_leases WHERE key = ?", (full,)).fetchone():
+                raise LeaseAlreadyExistsError("lease record already exists", key=key, backend="sqlite")
+            version = _next_version(db, full)
+            db.execute(
+                "INSERT INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
+                (full, version, raw),
+            )
+            return version
+
+        return LeaseObject(data, self._run(key, transaction))
+
+    def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
+        full = self._full_key(key)
+        raw = encode_lease_data(data)
+
+        def transaction(db: sqlite3.Connection) -> int:
+            _check_version(db, key, full, version)
+            new_version = _next_version(db, full)
+            db.execute(
+                "UPDATE mclease_leases SET version = ?, data = ? WHERE key = ?",
+                (new_version, raw, full),
+            )
+            return new_version
+
+        return LeaseObject(data, self._run(key, transaction))
+
+    def delete(self, key: str, *, version: int) -> None:
+        full = self._full_key(key)
+
+        def transaction(db: sqlite3.Connection) -> None:
+            _check_version(db, key, full, version)
+            db.execute("DELETE FROM mclease_leases WHERE key = ?", (full,))
+
+        self._run(key, transaction)
+
+    def put_raw(self, key: str, raw: bytes) -> None:
+        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
+        full = self._full_key(key)
+
+        def transaction(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
+                (full, _next_version(db, full), raw),
+            )
+
+        self._run(key, transaction)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _full_key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _run(self, key: str, transaction: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``transaction`` in one ``BEGIN IMMEDIATE`` transaction, mapping SQLite errors."""
+        with self._lock, self._mapped_errors(key):
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = transaction(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._connection = db
+        return self._connection
+
+    @contextmanager
+    def _mapped_errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except sqlite3.OperationalError as exc:
+            self._drop_connection()
+            raise StorageUnavailableError(
+                f"SQLite file {str(self.path)!r} is unavailable: {exc}; check that its directory "
+                "exists and is writable, and that no process holds its lock longer than "
+                f"{self.timeout}s",
+                key=key,
+                backend="sqlite",
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            self._drop_connection()
+            raise CorruptRecordError(
+                f"SQLite file {str(self.path)!r} is not a valid mclease database: {exc}; "
+                "point the URL at another file or remove this one",
+                key=key,
+                backend="sqlite",
+            ) from exc
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _next_version(db: sqlite3.Connection, full_key: str) -> int:
+    row = db.execute(
+        "INSERT INTO mclease_versions (key, last_version) VALUES (?, 1) "
+        "ON CONFLICT (key) DO UPDATE SET last_version = last_version + 1 "
+        "RETURNING last_version",
+        (full_key,),
+    ).fetchone()
+    version: int = row[0]
+    return version
+
+
+def _check_version(db: sqlite3.Connection, key: str, full_key: str, expected: int) -> None:
+    row = db.execute("SELECT version FROM mclease_leases WHERE key = ?", (full_key,)).fetchone()
+    if row is None:
+        raise LeaseConflictError(
+            f"expected version {expected}, but the record does not exist", key=key, backend="sqlite"
+        )
+    if row[0] != expected:
+        raise LeaseConflictError(
+            f"expected version {expected}, stored version is {row[0]}", key=key, backend="sqlite"
+        )
