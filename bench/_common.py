@@ -77,10 +77,16 @@ def report(name: str, rows: list[Row]) -> Path:
         ]
         for row in rows
     ]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=False)]
+    widths = [
+        max(len(str(cell)) for cell in column) for column in zip(headers, *table, strict=False)
+    ]
     print(f"\n## {name}")
     for line in [headers, ["-" * w for w in widths], *table]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)
+            ).rstrip()
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     document = {
@@ -90,7 +96,9 @@ def report(name: str, rows: list[Row]) -> Path:
         "rows": [dataclasses.asdict(row) for row in rows],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"(written to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})")
+    print(
+        f"(written to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})"
+    )
     return path
 
 

@@ -88,7 +88,9 @@ class Decision:
     """For ``WAIT``: seconds until the observed lease expires if nobody renews it."""
 
 
-def observe(previous: Observation | None, record: LeaseObject | None, now: float) -> Observation | None:
+def observe(
+    previous: Observation | None, record: LeaseObject | None, now: float
+) -> Observation | None:
     """Fold a freshly read record into what we knew: a new version restarts its expiry clock."""
     if record is None:
         return None
@@ -110,9 +112,7 @@ def decide(observation: Observation | None, me: Holder, leading: bool, now: floa
         return Decision(Action.ACQUIRE, "the lease was released")
     remaining = observation.expires_at() - now
     if remaining > 0:
-        return Decision(
-            Action.WAIT, f"{_describe(data.holder)} holds the lease", wait=remaining
-        )
+        return Decision(Action.WAIT, f"{_describe(data.holder)} holds the lease", wait=remaining)
     return Decision(
         Action.ACQUIRE,
         f"{_describe(data.holder)} has not renewed for {data.lease_duration_seconds:g}s",

@@ -119,7 +119,7 @@ class LeaderElector:
         self.release_on_stop = release_on_stop
         self.clock = clock
         self.jitter = jitter
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or random.Random()
 
         self._lock = threading.RLock()
         self._term: _Term | None = None
@@ -191,7 +191,9 @@ class LeaderElector:
 
     def _renew_fast(self, term: _Term, cached: LeaseObject) -> bool | None:
         """Renew from the cached version; ``None`` means 'conflict: re-read and decide'."""
-        data = new_record(Action.RENEW, cached, self.me, self.timing.lease_duration, self.clock.now())
+        data = new_record(
+            Action.RENEW, cached, self.me, self.timing.lease_duration, self.clock.now()
+        )
         sent = self.clock.monotonic()
         try:
             written = self.storage.update(self.name, data, version=cached.version)
@@ -199,9 +201,10 @@ class LeaderElector:
             log.info("renewal of %r conflicted; re-reading", self.name)
             return None
         except OutcomeUnknownError as exc:
-            written = self._resolve_unknown(exc, data)
-            if written is None:
+            resolved = self._resolve_unknown(exc, data)
+            if resolved is None:
                 return None
+            written = resolved
         return self._written(written, sent, Action.RENEW, term)
 
     def _read_and_decide(self, term: _Term | None) -> bool:
@@ -219,7 +222,9 @@ class LeaderElector:
             self._next_wait = decision.wait
             return False
         log.debug("lease %r: %s (%s)", self.name, decision.action.value, decision.reason)
-        data = new_record(decision.action, current, self.me, self.timing.lease_duration, self.clock.now())
+        data = new_record(
+            decision.action, current, self.me, self.timing.lease_duration, self.clock.now()
+        )
         sent = self.clock.monotonic()
         try:
             if current is None:
@@ -251,7 +256,9 @@ class LeaderElector:
             return current
         return None
 
-    def _written(self, written: LeaseObject, sent: float, action: Action, term: _Term | None) -> bool:
+    def _written(
+        self, written: LeaseObject, sent: float, action: Action, term: _Term | None
+    ) -> bool:
         """Account for a successful write sent at monotonic time ``sent``."""
         now = self.clock.monotonic()
         deadline = sent + self.timing.renew_deadline
@@ -276,7 +283,9 @@ class LeaderElector:
         if started is not None:
             log.info(
                 "lease %r: started leading as %r (fencing token %d)",
-                self.name, self.identity, started.fencing_token,
+                self.name,
+                self.identity,
+                started.fencing_token,
             )
             self._call(self.callbacks.on_started_leading, started)
         return True
@@ -288,13 +297,14 @@ class LeaderElector:
         if term is not None and self.clock.monotonic() >= term.deadline:
             self._end_term(term, f"no successful renewal within {self.timing.renew_deadline:g}s")
 
-    def _end_term(self, term: _Term, reason: str) -> None:
+    def _end_term(self, term: _Term, reason: str, *, deliberate: bool = False) -> None:
         with self._lock:
             if self._term is not term:
                 return
             self._term = None
             self._term_changed.set()
-        log.warning("lease %r: stopped leading: %s", self.name, reason)
+        level = logging.INFO if deliberate else logging.WARNING
+        log.log(level, "lease %r: stopped leading: %s", self.name, reason)
         self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     def release(self) -> bool:
@@ -302,12 +312,14 @@ class LeaderElector:
         with self._lock:
             term = self._term
         if term is not None:
-            self._end_term(term, "released")
+            self._end_term(term, "released", deliberate=True)
         try:
             current = self._read()
             if current is None or current.data.holder != self.me:
                 return False
-            self.storage.update(self.name, released_record(current, self.clock.now()), version=current.version)
+            self.storage.update(
+                self.name, released_record(current, self.clock.now()), version=current.version
+            )
         except (LeaseConflictError, OutcomeUnknownError) as exc:
             log.warning("lease %r: release did not happen: %s", self.name, exc)
             return False
@@ -334,7 +346,9 @@ class LeaderElector:
 
     def run(self) -> None:
         """Campaign and lead until :meth:`stop`; then end the term and, by default, release."""
-        self._watchdog = threading.Thread(target=self._watch, name=f"mclease-watchdog-{self.name}", daemon=True)
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"mclease-watchdog-{self.name}", daemon=True
+        )
         self._watchdog.start()
         self._running = True
         try:
@@ -349,7 +363,7 @@ class LeaderElector:
             with self._lock:
                 term = self._term
             if term is not None:
-                self._end_term(term, "elector stopped")
+                self._end_term(term, "elector stopped", deliberate=True)
             if self.release_on_stop:
                 self.release()
 
@@ -357,7 +371,9 @@ class LeaderElector:
         """Run :meth:`run` in a background thread."""
         if self._thread is not None:
             raise RuntimeError("this elector was already started")
-        self._thread = threading.Thread(target=self.run, name=f"mclease-elector-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.run, name=f"mclease-elector-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -367,7 +383,7 @@ class LeaderElector:
         with self._lock:
             term = self._term
         if term is not None:
-            self._end_term(term, "elector stopped")
+            self._end_term(term, "elector stopped", deliberate=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -403,16 +419,18 @@ class LeaderElector:
         try:
             callback(*args)
         except Exception:
-            log.exception("lease %r: callback %s failed", self.name, getattr(callback, "__name__", callback))
+            log.exception(
+                "lease %r: callback %s failed", self.name, getattr(callback, "__name__", callback)
+            )
 
 
 def _check_capabilities(storage: Storage, timing: LeaseTiming) -> None:
     capabilities = storage.capabilities
     if timing.retry_period < capabilities.min_write_interval:
         raise ConfigurationError(
-            f"retry_period {timing.retry_period:g}s is shorter than this backend's minimum write "
-            f"interval of {capabilities.min_write_interval:g}s per record; a leader renews once per "
-            "retry period, so raise retry_period"
+            f"retry_period {timing.retry_period:g}s is shorter than this backend's minimum "
+            f"write interval of {capabilities.min_write_interval:g}s per record; a leader renews "
+            "once per retry period, so raise retry_period"
         )
     if capabilities.failover_may_lose_writes:
         log.warning(

@@ -14,7 +14,7 @@ import importlib.metadata
 import threading
 import urllib.parse
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -157,11 +157,11 @@ def _collect_backends(
 ) -> dict[str, BackendInfo]:
     """Ask each plugin for its backends on its own, so one failing plugin spoils nothing else."""
     backends: dict[str, BackendInfo] = {}
-    # pluggy calls the most recently registered first; the built-ins must win scheme clashes.
-    for impl in reversed(manager.hook.mclease_backends.get_hookimpls()):
+    # get_hookimpls() lists plugins in registration order, built-ins first: they win clashes.
+    for impl in manager.hook.mclease_backends.get_hookimpls():
         distribution, version = sources.get(impl.plugin_name, ("unknown", ""))
         try:
-            provided = list(impl.function())
+            provided = list(cast("Iterable[object]", impl.function()))
             for backend in provided:
                 if not isinstance(backend, Backend):
                     raise TypeError(f"mclease_backends returned {backend!r}, not a Backend")
@@ -169,6 +169,7 @@ def _collect_backends(
             failures.append(PluginFailure(impl.plugin_name, distribution, exc))
             continue
         for backend in provided:
+            assert isinstance(backend, Backend)
             if backend.scheme in backends:
                 clash = ConfigurationError(
                     f"URL scheme {backend.scheme!r} is already served by plugin "

@@ -45,13 +45,17 @@ class LeaseData:
         for name in ("renew_time", "acquire_time"):
             value = getattr(self, name)
             if not isinstance(value, dt.datetime) or value.utcoffset() is None:
-                raise ValueError(f"LeaseData.{name} must be a time-zone-aware datetime, got {value!r}")
+                raise ValueError(
+                    f"LeaseData.{name} must be a time-zone-aware datetime, got {value!r}"
+                )
         if not self.lease_duration_seconds > 0:
             raise ValueError(
                 f"LeaseData.lease_duration_seconds must be > 0, got {self.lease_duration_seconds!r}"
             )
         if self.lease_transitions < 0:
-            raise ValueError(f"LeaseData.lease_transitions must be >= 0, got {self.lease_transitions}")
+            raise ValueError(
+                f"LeaseData.lease_transitions must be >= 0, got {self.lease_transitions}"
+            )
 
     @property
     def holder(self) -> tuple[str, str]:

@@ -29,13 +29,14 @@ It needs ``pytest`` and ``hypothesis`` (``pip install mclease-core[test]``); not
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import datetime as dt
 import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -78,7 +79,13 @@ AWKWARD_KEYS = [
     "quote'and\"double",
     "x" * 200,
 ]
-INVALID_KEYS = ["", "nul\x00byte", "new\nline", "x" * (MAX_KEY_BYTES + 1), "é" * (MAX_KEY_BYTES // 2 + 1)]
+INVALID_KEYS = [
+    "",
+    "nul\x00byte",
+    "new\nline",
+    "x" * (MAX_KEY_BYTES + 1),
+    "é" * (MAX_KEY_BYTES // 2 + 1),
+]
 
 
 class StorageHarness(abc.ABC):
@@ -215,7 +222,9 @@ class StorageConformance:
         seen = []
         for round_ in range(3):
             created = storage.create("lease", sample_lease_data(f"h{round_}"))
-            updated = storage.update("lease", sample_lease_data(f"u{round_}"), version=created.version)
+            updated = storage.update(
+                "lease", sample_lease_data(f"u{round_}"), version=created.version
+            )
             seen += [created.version, updated.version]
             storage.delete("lease", version=updated.version)
         assert seen == sorted(seen)
@@ -252,11 +261,12 @@ class StorageConformance:
 
     def test_errors_name_the_key_and_are_storage_errors(self, storage: Storage) -> None:
         created = storage.create("named", sample_lease_data())
-        for attempt in (
+        attempts: list[Callable[[], object]] = [
             lambda: storage.create("named", sample_lease_data()),
             lambda: storage.update("named", sample_lease_data(), version=created.version + 1000),
             lambda: storage.read("other"),
-        ):
+        ]
+        for attempt in attempts:
             with pytest.raises(StorageError) as info:
                 attempt()
             assert info.value.key in ("named", "other")
@@ -287,9 +297,10 @@ class StorageConformance:
             storage.read(key)
 
     def test_namespaces_isolate_tenants(self, storage_harness: StorageHarness) -> None:
-        with storage_harness.open(_new_namespace()) as one, storage_harness.open(
-            _new_namespace()
-        ) as two:
+        with (
+            storage_harness.open(_new_namespace()) as one,
+            storage_harness.open(_new_namespace()) as two,
+        ):
             one.create("shared-name", sample_lease_data("tenant-one"))
             with pytest.raises(LeaseNotFoundError):
                 two.read("shared-name")
@@ -393,7 +404,7 @@ class StorageConformance:
             return _StorageModelMachine(storage_harness.open(_new_namespace()))
 
         run_state_machine_as_test(
-            machine,
+            machine,  # type: ignore[arg-type]  # hypothesis takes any factory of machines
             settings=settings(
                 max_examples=15,
                 stateful_step_count=25,
@@ -450,12 +461,12 @@ def _race_in_threads(
     return outcomes
 
 
-def _process_racer(url: str, operation: str, version: int | None, name: str, barrier: Any, results: Any) -> None:
+def _process_racer(
+    url: str, operation: str, version: int | None, name: str, barrier: Any, results: Any
+) -> None:
     store = open_storage(url)
-    try:
+    with contextlib.suppress(StorageError):
         store.read("warm-up-connection")
-    except StorageError:
-        pass
     barrier.wait(60)
     results.put((name, _attempt(store, operation, version, name)))
     store.close()
@@ -485,7 +496,9 @@ def _assert_one_winner(outcomes: list[Outcome], loser_error: type[StorageError])
     winners = [name for name, outcome in outcomes if outcome == "won"]
     losers = [outcome for _, outcome in outcomes if outcome != "won"]
     assert len(winners) == 1, f"expected exactly one winner, got {outcomes}"
-    assert set(losers) == {loser_error.__name__}, f"losers must fail with {loser_error.__name__}: {outcomes}"
+    assert set(losers) == {loser_error.__name__}, (
+        f"losers must fail with {loser_error.__name__}: {outcomes}"
+    )
     return winners[0]
 
 
@@ -562,4 +575,3 @@ class _StorageModelMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.store.close()
-

@@ -11,13 +11,13 @@ import threading
 import urllib.parse
 from typing import ClassVar
 
+from .._codec import decode_lease_data, encode_lease_data
 from .._errors import (
     ConfigurationError,
     LeaseAlreadyExistsError,
     LeaseConflictError,
     LeaseNotFoundError,
 )
-from .._codec import decode_lease_data, encode_lease_data
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
 
 
@@ -76,7 +76,9 @@ class MemoryStorage(Storage):
         full = self._full_key(key)
         with self._store.lock:
             if full in self._store.records:
-                raise LeaseAlreadyExistsError("lease record already exists", key=key, backend="memory")
+                raise LeaseAlreadyExistsError(
+                    "lease record already exists", key=key, backend="memory"
+                )
             version = self._store.next_version()
             self._store.records[full] = (encode_lease_data(data), version)
         return LeaseObject(data, version)

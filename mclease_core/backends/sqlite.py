@@ -81,8 +81,12 @@ class SQLiteStorage(Storage):
         try:
             timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
         except ValueError as exc:
-            raise ConfigurationError(f"sqlite timeout must be a number of seconds in {url!r}") from exc
-        return cls(urllib.parse.unquote(parts.path), prefix=options.get("prefix", ""), timeout=timeout)
+            raise ConfigurationError(
+                f"sqlite timeout must be a number of seconds in {url!r}"
+            ) from exc
+        return cls(
+            urllib.parse.unquote(parts.path), prefix=options.get("prefix", ""), timeout=timeout
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -90,9 +94,13 @@ class SQLiteStorage(Storage):
 
     def read(self, key: str) -> LeaseObject:
         full = self._full_key(key)
-        row = self._run(key, lambda db: db.execute(
-            "SELECT data, version FROM mclease_leases WHERE key = ?", (full,)
-        ).fetchone())
+        row = self._run(
+            key,
+            lambda db: db.execute(
+                "SELECT data, version FROM mclease_leases WHERE key = ?", (full,)
+            ).fetchone(),
+            write=False,
+        )
         if row is None:
             raise LeaseNotFoundError("no lease record", key=key, backend="sqlite")
         return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
@@ -103,7 +111,9 @@ class SQLiteStorage(Storage):
 
         def transaction(db: sqlite3.Connection) -> int:
             if db.execute("SELECT 1 FROM mclease_leases WHERE key = ?", (full,)).fetchone():
-                raise LeaseAlreadyExistsError("lease record already exists", key=key, backend="sqlite")
+                raise LeaseAlreadyExistsError(
+                    "lease record already exists", key=key, backend="sqlite"
+                )
             version = _next_version(db, full)
             db.execute(
                 "INSERT INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
@@ -159,10 +169,16 @@ class SQLiteStorage(Storage):
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _run(self, key: str, transaction: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``transaction`` in one ``BEGIN IMMEDIATE`` transaction, mapping SQLite errors."""
+    def _run(
+        self, key: str, transaction: Callable[[sqlite3.Connection], _T], *, write: bool = True
+    ) -> _T:
+        """Run ``transaction`` mapping SQLite errors. A write runs in one transaction that takes
+        the write lock up front (``BEGIN IMMEDIATE``), so a compare-and-swap never has to upgrade
+        a read lock; a read is one statement, atomic on its own."""
         with self._lock, self._mapped_errors(key):
             db = self._connect()
+            if not write:
+                return transaction(db)
             db.execute("BEGIN IMMEDIATE")
             try:
                 result = transaction(db)

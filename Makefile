@@ -1,0 +1,44 @@
+# mclease: the two commands a newcomer needs are `make demo` and `make test`.
+# Everything else they need (the venv, test servers, Kubernetes binaries) is installed from here.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PLUGINS := $(sort $(wildcard plugins/mclease_*))
+LINTED := mclease_core tests bench demo $(PLUGINS)
+
+.PHONY: dev demo test test-fast lint bench clean
+
+## dev: create .venv with the core and every plugin installed editable, plus the test tools
+dev: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
+		-e '.[test]' $(foreach plugin,$(PLUGINS),-e ./$(plugin))
+	touch $@
+
+## demo: two `mclease elect` processes compete for one lease on SQLite; the leader is killed
+demo: dev
+	$(PY) demo/elect_demo.py
+
+## lint: ruff on everything, mypy --strict on the packages
+lint: dev
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/mypy --strict mclease_core
+
+## test: lint, then every test (installs the test servers first)
+test: dev lint
+	$(PY) -m pytest
+
+## test-fast: the tests that need no real processes beyond Python
+test-fast: dev
+	$(PY) -m pytest -m "not slow"
+
+## bench: benchmarks; prints tables and writes bench/results/*.json
+bench: dev
+	$(PY) bench/storage.py
+
+clean:
+	rm -rf $(VENV) bench/results .mypy_cache .ruff_cache .hypothesis

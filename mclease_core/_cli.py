@@ -1,0 +1,151 @@
+"""The ``mclease`` command line: ``backends``, ``elect``, ``crd``.
+
+Exit codes: 0 success (``elect``: the command's own code when it exits by itself); 1 unexpected
+error; 2 usage or configuration error (bad URL, unknown backend, invalid timings); 3 leadership
+lost while the command ran; 128 + N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._crd import crd_manifest
+from ._decisions import LeaseTiming
+from ._elector import LeaderElector
+from ._errors import ConfigurationError, MCLeaseError
+from ._plugins import load_backends
+from ._runner import ElectedCommand
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except (ConfigurationError, ValueError) as exc:
+        print(f"mclease: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MCLeaseError as exc:
+        print(f"mclease: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mclease", description="Multi-cluster leader election.")
+    parser.add_argument("--version", action="version", version=f"mclease {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity on stderr (default: info)",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    backends = commands.add_parser("backends", help="list installed storage backends")
+    backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    backends.set_defaults(handler=_backends)
+
+    crd = commands.add_parser(
+        "crd", help="print the MultiClusterLease CRD (pipe to kubectl apply -f -)"
+    )
+    crd.set_defaults(handler=lambda args: _print(crd_manifest()))
+
+    elect = commands.add_parser(
+        "elect",
+        help="run a command only while holding a global lease",
+        description="Campaign for the lease NAME in the store at URL; run COMMAND while leading. "
+        "COMMAND gets MCLEASE_FENCING_TOKEN, MCLEASE_LEASE_NAME and MCLEASE_IDENTITY.",
+    )
+    elect.add_argument(
+        "--storage", required=True, metavar="URL", help="e.g. sqlite:///var/lib/mclease.db"
+    )
+    elect.add_argument("--name", required=True, help="the lease name")
+    elect.add_argument(
+        "--identity",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this candidate's identity (default: HOSTNAME-PID)",
+    )
+    elect.add_argument("--cluster", default="", help="qualifies the identity (default: none)")
+    elect.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    elect.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    elect.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
+    elect.add_argument(
+        "--kill-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="time between SIGTERM and SIGKILL when leadership ends "
+        "(default: a third of lease-duration minus renew-deadline)",
+    )
+    elect.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    elect.set_defaults(handler=_elect)
+    return parser
+
+
+def _print(text: str) -> int:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    registry = load_backends()
+    rows = [
+        {
+            "scheme": info.scheme,
+            "distribution": info.distribution,
+            "version": info.version,
+            "example": info.backend.url_example,
+            "description": info.backend.description,
+        }
+        for info in registry.backends()
+    ]
+    for failure in registry.failures:
+        print(f"mclease: warning: {failure}", file=sys.stderr)
+    if args.json:
+        return _print(json.dumps(rows, indent=2))
+    headers = ["SCHEME", "DISTRIBUTION", "VERSION", "URL"]
+    table = [[r["scheme"], r["distribution"], r["version"], r["example"]] for r in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *table, strict=False)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
+        for row in [headers, *table]
+    ]
+    return _print("\n".join(lines))
+
+
+def _elect(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ConfigurationError(
+            "elect needs a command to run: mclease elect ... -- COMMAND [ARGS...]"
+        )
+    timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
+    kill_grace = args.kill_grace
+    if kill_grace is None:
+        kill_grace = (timing.lease_duration - timing.renew_deadline) / 3
+    registry = load_backends()
+    storage = registry.open(args.storage)
+    elector = LeaderElector(storage, args.name, args.identity, cluster=args.cluster, timing=timing)
+    try:
+        return ElectedCommand(elector, command, kill_grace=kill_grace).run()
+    finally:
+        storage.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

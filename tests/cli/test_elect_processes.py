@@ -1,0 +1,146 @@
+"""``mclease elect`` as real processes on one SQLite file: never two commands at once.
+
+Each command appends a heartbeat (the machine's monotonic clock, shared by all processes on Linux)
+to its own file every 20 ms, so a leadership interval is the span of its heartbeats, even when
+the process is killed with -9.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+D, R, P = 3.0, 2.0, 0.5
+HEARTBEAT = """
+import os, sys, time
+with open(sys.argv[1], "a", buffering=1) as out:
+    while True:
+        out.write(f"{time.monotonic()} {os.environ['MCLEASE_FENCING_TOKEN']}\\n")
+        time.sleep(0.02)
+"""
+
+
+class Candidate:
+    def __init__(self, name: str, workdir: Path, url: str):
+        self.name = name
+        self.beats = workdir / f"{name}.beats"
+        self.log = (workdir / f"{name}.log").open("wb")
+        script = workdir / "heartbeat.py"
+        script.write_text(HEARTBEAT)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mclease_core._cli",
+                "elect",
+                "--storage",
+                url,
+                "--name",
+                "job",
+                "--identity",
+                name,
+                "--lease-duration",
+                str(D),
+                "--renew-deadline",
+                str(R),
+                "--retry-period",
+                str(P),
+                "--",
+                sys.executable,
+                str(script),
+                str(self.beats),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def heartbeats(self) -> list[tuple[float, int]]:
+        if not self.beats.exists():
+            return []
+        rows = [
+            line.split() for line in self.beats.read_text().splitlines() if line.count(" ") == 1
+        ]
+        return [(float(t), int(token)) for t, token in rows]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def candidates(tmp_path: Path) -> Iterator[tuple[Candidate, Candidate]]:
+    url = f"sqlite://{tmp_path / 'leases.db'}"
+    first, second = Candidate("alpha", tmp_path, url), Candidate("beta", tmp_path, url)
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
+def wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def leader_and_follower(pair: tuple[Candidate, Candidate]) -> tuple[Candidate, Candidate]:
+    leader = wait_for(lambda: next((c for c in pair if c.heartbeats()), None), 15, "a first leader")
+    follower = pair[1] if leader is pair[0] else pair[0]
+    return leader, follower
+
+
+def assert_no_overlap(before: Candidate, after: Candidate) -> None:
+    last_before = before.heartbeats()[-1]
+    first_after = after.heartbeats()[0]
+    assert last_before[0] < first_after[0], (
+        f"{before.name} still ran at {last_before[0]:.3f}, "
+        f"after {after.name} started at {first_after[0]:.3f}"
+    )
+    assert first_after[1] > last_before[1], "the new term must have a larger fencing token"
+
+
+def test_kill_9_of_the_leader_hands_over_within_the_bound_without_overlap(
+    candidates: tuple[Candidate, Candidate],
+) -> None:
+    leader, follower = leader_and_follower(candidates)
+    time.sleep(1.0)  # let both run side by side for a while: the follower must stay idle
+    assert follower.heartbeats() == []
+    killed_at = time.monotonic()
+    os.kill(leader.process.pid, signal.SIGKILL)
+    wait_for(follower.heartbeats, D + 2 * P + 5, "the follower to take over")
+    assert_no_overlap(leader, follower)
+    assert leader.heartbeats()[-1][0] < killed_at + 0.2, "the killed leader's command kept running"
+    takeover = follower.heartbeats()[0][0] - killed_at
+    assert takeover <= D + 2 * P, f"takeover took {takeover:.2f}s, bound is {D + 2 * P}s"
+
+
+def test_sigterm_of_the_leader_releases_and_hands_over_fast(
+    candidates: tuple[Candidate, Candidate],
+) -> None:
+    leader, follower = leader_and_follower(candidates)
+    time.sleep(0.5)
+    stopped_at = time.monotonic()
+    leader.process.send_signal(signal.SIGTERM)
+    assert leader.process.wait(10) == 128 + signal.SIGTERM
+    wait_for(follower.heartbeats, D + 2 * P + 5, "the follower to take over")
+    assert_no_overlap(leader, follower)
+    handover = follower.heartbeats()[0][0] - stopped_at
+    # a release makes the lease free at once: the follower needs one (jittered) retry period,
+    # far less than the lease duration it would otherwise wait
+    assert handover < D, f"handover took {handover:.2f}s; the release did not free the lease"

@@ -1,0 +1,77 @@
+"""Test doubles that wrap a real backend to inject failures the real one cannot produce on demand.
+
+They are not mocks of a store: every operation that is not failed on purpose goes to the wrapped
+backend (the in-memory reference or SQLite).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+from mclease_core import (
+    Capabilities,
+    FakeClock,
+    LeaseData,
+    LeaseObject,
+    OutcomeUnknownError,
+    Storage,
+    StorageUnavailableError,
+)
+
+
+class FaultyStorage(Storage):
+    """Delegates to ``inner``; ``fail_next[op]`` queues faults for the next calls of ``op``.
+
+    A fault is ``"unavailable"`` (raise without touching the store), ``"lost-response"`` (apply
+    the write, then raise OutcomeUnknownError), ``"unknown-not-applied"`` (raise
+    OutcomeUnknownError without applying), or a number of seconds the call takes on ``clock``.
+    """
+
+    def __init__(self, inner: Storage, clock: FakeClock | None = None):
+        self.inner = inner
+        self.clock = clock
+        self.fail_next: dict[str, collections.deque[str | float]] = collections.defaultdict(
+            collections.deque
+        )
+        self.down = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def _call(
+        self, op: str, key: str, apply: Callable[[], LeaseObject | None]
+    ) -> LeaseObject | None:
+        if self.down:
+            raise StorageUnavailableError("store is down (injected)", key=key, backend="faulty")
+        fault = self.fail_next[op].popleft() if self.fail_next[op] else None
+        if isinstance(fault, float | int) and self.clock is not None:
+            self.clock.advance(float(fault))
+            return apply()
+        if fault == "unavailable":
+            raise StorageUnavailableError("injected outage", key=key, backend="faulty")
+        if fault == "unknown-not-applied":
+            raise OutcomeUnknownError("injected lost request", key=key, backend="faulty")
+        result = apply()
+        if fault == "lost-response":
+            raise OutcomeUnknownError("injected lost response", key=key, backend="faulty")
+        return result
+
+    def read(self, key: str) -> LeaseObject:
+        result = self._call("read", key, lambda: self.inner.read(key))
+        assert result is not None
+        return result
+
+    def create(self, key: str, data: LeaseData) -> LeaseObject:
+        result = self._call("create", key, lambda: self.inner.create(key, data))
+        assert result is not None
+        return result
+
+    def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
+        result = self._call("update", key, lambda: self.inner.update(key, data, version=version))
+        assert result is not None
+        return result
+
+    def delete(self, key: str, *, version: int) -> None:
+        self._call("delete", key, lambda: self.inner.delete(key, version=version))
