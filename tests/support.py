@@ -19,19 +19,22 @@ from mclease_core import (
     StorageUnavailableError,
 )
 
+Fault = str | float | Callable[[], object]
+
 
 class FaultyStorage(Storage):
     """Delegates to ``inner``; ``fail_next[op]`` queues faults for the next calls of ``op``.
 
     A fault is ``"unavailable"`` (raise without touching the store), ``"lost-response"`` (apply
     the write, then raise OutcomeUnknownError), ``"unknown-not-applied"`` (raise
-    OutcomeUnknownError without applying), or a number of seconds the call takes on ``clock``.
+    OutcomeUnknownError without applying), a number of seconds the call takes on ``clock``, or a
+    callable run while the call is in flight (before it is applied).
     """
 
     def __init__(self, inner: Storage, clock: FakeClock | None = None):
         self.inner = inner
         self.clock = clock
-        self.fail_next: dict[str, collections.deque[str | float]] = collections.defaultdict(
+        self.fail_next: dict[str, collections.deque[Fault]] = collections.defaultdict(
             collections.deque
         )
         self.down = False
@@ -46,6 +49,9 @@ class FaultyStorage(Storage):
         if self.down:
             raise StorageUnavailableError("store is down (injected)", key=key, backend="faulty")
         fault = self.fail_next[op].popleft() if self.fail_next[op] else None
+        if callable(fault):
+            fault()
+            return apply()
         if isinstance(fault, float | int) and self.clock is not None:
             self.clock.advance(float(fault))
             return apply()

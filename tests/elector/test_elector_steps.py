@@ -174,6 +174,28 @@ class TestRenewDeadline:
         assert len(terms) == 2
         assert terms[1].fencing_token > terms[0].fencing_token
 
+    def test_a_term_ended_by_the_watchdog_mid_renewal_stays_ended(
+        self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
+    ) -> None:
+        """The renewal answers before its own deadline, but after the term's: no revival."""
+        terms: list[LeadershipTerm] = []
+        a = make_elector("a", callbacks=ElectorCallbacks(on_started_leading=terms.append))
+        a.try_acquire_or_renew()  # term deadline: t0 + 6
+        clock.advance(2.0)
+
+        def watchdog_fires_meanwhile() -> None:
+            clock.advance(5.0)  # t0 + 7: past the term's deadline, before this write's (t0 + 8)
+            a.check_deadline()
+
+        store.fail_next["update"].append(watchdog_fires_meanwhile)
+        assert not a.try_acquire_or_renew()
+        assert not a.is_leader()
+        assert a.term is None
+        clock.advance(0.5)
+        assert a.try_acquire_or_renew()
+        assert len(terms) == 2
+        assert terms[1].fencing_token > terms[0].fencing_token
+
     def test_losing_the_record_to_another_holder_ends_the_term_at_once(
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:

@@ -1,0 +1,95 @@
+"""The ``mclease`` command line: listings, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mclease_core._cli import main
+
+
+def test_backends_lists_the_builtins_with_their_distribution(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SCHEME", "DISTRIBUTION", "VERSION", "URL"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["memory"][1] == "mclease-core"
+    assert rows["sqlite"][1] == "mclease-core"
+
+
+def test_backends_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backends", "--json"]) == 0
+    schemes = {row["scheme"] for row in json.loads(capsys.readouterr().out)}
+    assert {"memory", "sqlite"} <= schemes
+
+
+def test_crd_prints_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crd"]) == 0
+    out = capsys.readouterr().out
+    assert "kind: CustomResourceDefinition" in out
+    assert "multiclusterleases.multicluster.core.cnrm.cloud.google.com" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--storage", "nosuch://x"], "installed schemes: "),
+        (["--storage", "not-a-url"], "not a storage URL"),
+        (["--storage", "sqlite:///x.db?bogus=1"], "unknown sqlite URL option"),
+        (
+            ["--storage", "memory://", "--lease-duration", "5", "--renew-deadline", "6"],
+            "lease_duration",
+        ),
+        (
+            ["--storage", "memory://", "--renew-deadline", "2", "--retry-period", "2"],
+            "renew_deadline",
+        ),
+        (["--storage", "memory://", "--kill-grace", "10"], "kill grace"),
+    ],
+)
+def test_configuration_errors_exit_2_with_a_clear_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["elect", "--name", "job", *args, "--", "true"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_elect_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["elect", "--storage", "memory://", "--name", "job"]) == 2
+    assert "needs a command" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_elect_returns_the_commands_exit_code_and_releases(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'l.db'}"
+    marker = tmp_path / "ran"
+    code = main(
+        [
+            "elect",
+            "--storage",
+            url,
+            "--name",
+            "job",
+            "--identity",
+            "me",
+            "--lease-duration",
+            "3",
+            "--renew-deadline",
+            "2",
+            "--retry-period",
+            "0.5",
+            "--",
+            "sh",
+            "-c",
+            f'echo "$MCLEASE_FENCING_TOKEN $MCLEASE_IDENTITY" > {marker}; exit 7',
+        ]
+    )
+    assert code == 7
+    assert marker.read_text().split() == ["1", "me"]
+    from mclease_core import open_storage
+
+    assert open_storage(url).read("job").data.is_released
