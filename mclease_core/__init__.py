@@ -8,7 +8,7 @@ backends run (:mod:`mclease_core.conformance`), and the global :class:`LeaderEle
 from ._clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from ._codec import decode_lease_data, encode_lease_data
 from ._decisions import Action, Decision, LeaseTiming, Observation, decide, observe
-from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
+from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm, StepOutcome
 from ._errors import (
     ConfigurationError,
     CorruptRecordError,
@@ -69,6 +69,7 @@ __all__ = [
     "PluginFailure",
     "Storage",
     "StorageError",
+    "StepOutcome",
     "StorageUnavailableError",
     "SystemClock",
     "UnknownBackendError",

@@ -83,6 +83,16 @@ class ElectorCallbacks:
     """Called with ``(identity, cluster)`` whenever the observed holder changes (also to us)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """The result of one :meth:`LeaderElector.step`."""
+
+    wrote: bool
+    """This step's own compare-and-swap succeeded and started or extended the term."""
+    leading: bool
+    error: StorageError | None = None
+
+
 @dataclasses.dataclass
 class _Term:
     public: LeadershipTerm
@@ -173,21 +183,52 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """Make one attempt to become or stay leader; return whether we lead afterwards."""
+        return self.step().leading
+
+    def step(self) -> StepOutcome:
+        """Make one attempt to become or stay leader, and say whether this attempt's own
+        compare-and-swap started or extended the term (``wrote``)."""
         with self._lock:
             term = self._term
             cached = self._cached
         try:
+            wrote = None
             if term is not None and cached is not None and cached.data.holder == self.me:
-                done = self._renew_fast(term, cached)
-                if done is not None:
-                    return done
-            return self._read_and_decide(term)
+                wrote = self._renew_fast(term, cached)
+            if wrote is None:
+                wrote = self._read_and_decide(term)
+            return StepOutcome(wrote=wrote, leading=self.is_leader())
         except StorageError as exc:
             self._note_error(exc)
-            return self.is_leader()
+            return StepOutcome(wrote=False, leading=self.is_leader(), error=exc)
         finally:
             with self._lock:
                 self._last_attempt = self.clock.monotonic()
+
+    def observe(self) -> Observation | None:
+        """Read the record without contending: keeps the expiry clock and the new-leader
+        callback up to date. Raises :class:`StorageError` when the read fails."""
+        current = self._read()
+        now = self.clock.monotonic()
+        with self._lock:
+            self._observation = observe(self._observation, current, now)
+            observation = self._observation
+        self._report_leader(current)
+        return observation
+
+    def holder_expired(self) -> bool:
+        """True when the observed record is released, or held by someone else and unchanged
+        for its lease duration as measured here; False while it looks alive or is ours."""
+        with self._lock:
+            observation = self._observation
+        if observation is None:
+            return True
+        data = observation.record.data
+        if data.is_released:
+            return True
+        if data.holder == self.me:
+            return False
+        return self.clock.monotonic() >= observation.expires_at()
 
     def _renew_fast(self, term: _Term, cached: LeaseObject) -> bool | None:
         """Renew from the cached version; ``None`` means 'conflict: re-read and decide'."""
@@ -234,11 +275,11 @@ class LeaderElector:
         except (LeaseConflictError, LeaseAlreadyExistsError):
             log.info("lease %r: lost the race to %s it", self.name, decision.action.value)
             self._next_wait = 0.0
-            return self.is_leader()
+            return False
         except OutcomeUnknownError as exc:
             resolved = self._resolve_unknown(exc, data)
             if resolved is None:
-                return self.is_leader()
+                return False
             written = resolved
         return self._written(written, sent, decision.action, term)
 
@@ -259,7 +300,8 @@ class LeaderElector:
     def _written(
         self, written: LeaseObject, sent: float, action: Action, term: _Term | None
     ) -> bool:
-        """Account for a successful write sent at monotonic time ``sent``."""
+        """Account for a successful write sent at monotonic time ``sent``; True if it started
+        or extended a term."""
         now = self.clock.monotonic()
         deadline = sent + self.timing.renew_deadline
         started: LeadershipTerm | None = None

@@ -375,3 +375,50 @@ class TestConfiguration:
     def test_an_invalid_lease_name_is_refused(self) -> None:
         with pytest.raises(ValueError, match="empty"):
             LeaderElector(MemoryStorage("cfg"), "", "a")
+
+
+class TestStepAndObserve:
+    """What the controller builds on: a confirmation needs this step's own write."""
+
+    def test_a_failed_renewal_is_not_a_write_even_while_still_leading(
+        self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
+    ) -> None:
+        a = make_elector("a")
+        assert a.step().wrote
+        clock.advance(2.0)
+        store.fail_next["update"].append("unavailable")
+        outcome = a.step()
+        assert outcome.leading
+        assert not outcome.wrote
+        assert outcome.error is not None
+
+    def test_waiting_is_not_a_write(self, make_elector: MakeElector) -> None:
+        a, b = make_elector("a"), make_elector("b", cluster="west")
+        a.step()
+        outcome = b.step()
+        assert not outcome.wrote
+        assert not outcome.leading
+
+    def test_observe_reads_without_writing_and_tracks_expiry(
+        self, make_elector: MakeElector, clock: FakeClock
+    ) -> None:
+        a, watcher = make_elector("a"), make_elector("watcher", cluster="west")
+        a.step()
+        before = watcher.storage.counts()
+        observation = watcher.observe()
+        assert observation is not None
+        assert observation.record.data.holder_identity == "a"
+        assert not watcher.holder_expired()
+        clock.advance(10.0)
+        watcher.observe()
+        assert watcher.holder_expired()
+        after = watcher.storage.counts()
+        assert after["read"] - before["read"] == 2
+        assert after["update"] == before["update"]
+
+    def test_a_released_record_counts_as_expired(self, make_elector: MakeElector) -> None:
+        a, watcher = make_elector("a"), make_elector("watcher")
+        a.step()
+        a.release()
+        watcher.observe()
+        assert watcher.holder_expired()
