@@ -120,10 +120,11 @@ class ServerProcess:
     """A server command run for the duration of a ``with`` block (or between start and stop).
 
     ``port`` is the TCP port the server listens on (on ``host``); :meth:`start` returns once it
-    accepts connections. Output goes to a log file (``log_path``, or a temporary file removed by
-    :meth:`close`). :meth:`stop` and :meth:`start` can be called again to simulate an outage on
-    the same port; :meth:`pause` and :meth:`resume` freeze the process (SIGSTOP/SIGCONT) to
-    simulate a server that accepts connections but never answers.
+    accepts connections and ``ready`` (if given) returns true: a server may listen before it can
+    serve (etcd elects itself leader first). Output goes to a log file (``log_path``, or a
+    temporary file removed by :meth:`close`). :meth:`stop` and :meth:`start` can be called again
+    to simulate an outage on the same port; :meth:`pause` and :meth:`resume` freeze the process
+    (SIGSTOP/SIGCONT) to simulate a server that accepts connections but never answers.
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class ServerProcess:
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         log_path: str | Path | None = None,
+        ready: Callable[[], bool] | None = None,
     ):
         self.command = [str(part) for part in command]
         self.port = port
@@ -151,6 +153,7 @@ class ServerProcess:
         self.log_path = Path(log_path) if log_path else Path(
             tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1]
         )
+        self.ready = ready
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -206,15 +209,15 @@ class ServerProcess:
 
     def _wait_until_accepting(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        while not port_accepts(self.port, self.host):
+        while not (port_accepts(self.port, self.host) and (self.ready is None or self.ready())):
             assert self._process is not None
             code = self._process.poll()
             if code is not None:
                 raise ServerStartError(self._failure(f"exited with code {code} during start-up"))
             if time.monotonic() >= deadline:
                 raise ServerStartError(
-                    self._failure(f"did not accept connections on {self.address} "
-                                  f"within {self.startup_timeout:g}s")
+                    self._failure(f"did not accept connections on {self.address} (or was not "
+                                  f"ready) within {self.startup_timeout:g}s")
                 )
             time.sleep(0.05)
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import pytest
 import redis
 from redis.crc import key_slot
@@ -26,6 +29,8 @@ from mclease_core.testing import (
     wait_until,
 )
 from mclease_redis import RedisStorage
+
+StartRedis = Callable[..., AbstractContextManager[ServerProcess]]
 
 
 def _url(server: ServerProcess, options: str = "prefix=specific") -> str:
@@ -95,7 +100,7 @@ def test_keys_are_readable_with_redis_cli(redis_server: ServerProcess) -> None:
     assert b'"holderIdentity":"holder-a"' in raw.hget("layout:{app/leader}:record", "data")  # type: ignore[operator]
 
 
-def test_scripts_run_on_a_cluster_node_without_crossslot_errors(start_redis) -> None:  # type: ignore[no-untyped-def]
+def test_scripts_run_on_a_cluster_node_without_crossslot(start_redis: StartRedis) -> None:
     """A one-node Redis Cluster still refuses scripts whose keys span slots."""
     with start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-port", str(free_port()), "--requirepass", "pw") as server:
@@ -160,18 +165,18 @@ def test_a_hash_without_its_version_raises_the_corrupt_error(redis_server: Serve
 # ----- outages -----------------------------------------------------------------------------------
 
 
-def test_a_stopped_server_is_unavailable_quickly_and_recovers(start_redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_stopped_server_is_unavailable_then_recovers(start_redis: StartRedis) -> None:
     with start_redis() as server, RedisStorage.from_url(_url(server, "timeout=1")) as store:
         timings = check_outage_and_recovery(store, server, unavailable_within=3.0)
         assert max(timings.values()) < 3.0
 
 
-def test_a_frozen_server_gives_bounded_errors(start_redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_frozen_server_gives_bounded_errors(start_redis: StartRedis) -> None:
     with start_redis() as server, RedisStorage.from_url(_url(server, "timeout=0.5")) as store:
         check_frozen_server(store, server, unavailable_within=store.capabilities.operation_timeout)
 
 
-def test_a_write_cut_off_after_sending_is_outcome_unknown(start_redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_write_cut_off_after_sending_is_unknown(start_redis: StartRedis) -> None:
     with start_redis() as server, RedisStorage.from_url(_url(server, "timeout=0.5")) as store:
         created = store.create("lease", sample_lease_data())
         store.read("lease")  # a pooled, connected connection now exists

@@ -1,0 +1,141 @@
+"""Parsing ``etcd://`` and ``etcds://`` URLs into an :class:`EtcdConfig`, with clear errors.
+
+Not here: connecting (``_storage`` connects lazily, on the first operation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from pathlib import Path
+
+import grpc
+
+from mclease_core import ConfigurationError
+
+DEFAULT_PORT = 2379
+DEFAULT_PREFIX = "mclease"
+DEFAULT_TIMEOUT = 5.0
+_TLS_FILES = ("ca_cert", "cert_cert", "cert_key")
+_OPTIONS = {"timeout", *_TLS_FILES}
+_USAGE = (
+    "expected etcd://[user:password@]host[:port][,host2[:port]...][/prefix][?timeout=SECONDS] "
+    "or etcds://... with optional ca_cert=PATH, cert_cert=PATH&cert_key=PATH"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EtcdConfig:
+    """Where the etcd cluster is and how to talk to it."""
+
+    endpoints: tuple[tuple[str, int], ...]
+    prefix: str = DEFAULT_PREFIX
+    timeout: float = DEFAULT_TIMEOUT
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    tls: bool = False
+    ca_cert: str | None = None
+    cert_cert: str | None = None
+    cert_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "etcds" if self.tls else "etcd"
+
+    @property
+    def where(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.endpoints)
+
+    @classmethod
+    def from_url(cls, url: str) -> EtcdConfig:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("etcd", "etcds") or not parts.netloc or parts.fragment:
+            raise ConfigurationError(f"invalid etcd URL {url!r}: {_USAGE}")
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user, password = _credentials(url, userinfo)
+        options = _options(url, parts.query)
+        tls = parts.scheme == "etcds"
+        if not tls and any(name in options for name in _TLS_FILES):
+            raise ConfigurationError(f"TLS options need the etcds:// scheme in {url!r}")
+        if ("cert_cert" in options) != ("cert_key" in options):
+            raise ConfigurationError(f"cert_cert and cert_key go together in {url!r}")
+        path = urllib.parse.unquote(parts.path).strip("/")
+        return cls(
+            endpoints=tuple(_endpoint(url, item) for item in hosts.split(",")),
+            prefix=path or DEFAULT_PREFIX,
+            timeout=_timeout(url, options.get("timeout")),
+            user=user,
+            password=password,
+            tls=tls,
+            **{name: options[name] for name in _TLS_FILES if name in options},
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS credentials for the channel (system roots unless ``ca_cert``), or ``None``."""
+        if not self.tls:
+            return None
+        root, key, chain = (_read(path) for path in (self.ca_cert, self.cert_key, self.cert_cert))
+        return grpc.ssl_channel_credentials(
+            root_certificates=root, private_key=key, certificate_chain=chain
+        )
+
+
+def _credentials(url: str, userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    if not user or not colon:
+        raise ConfigurationError(f"etcd credentials must be user:password in {url!r}")
+    return urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def _options(url: str, query: str) -> dict[str, str]:
+    options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown etcd URL option(s) {sorted(unknown)} in {url!r}; "
+            f"supported: {', '.join(sorted(_OPTIONS))}"
+        )
+    return options
+
+
+def _endpoint(url: str, item: str) -> tuple[str, int]:
+    host, port = item, DEFAULT_PORT
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        if rest:
+            port = _port(url, rest.removeprefix(":"))
+    elif ":" in item:
+        host, _, text = item.partition(":")
+        port = _port(url, text)
+    if not host:
+        raise ConfigurationError(f"invalid etcd URL {url!r}: empty host in {item!r}; {_USAGE}")
+    return host, port
+
+
+def _port(url: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigurationError(f"invalid port {text!r} in etcd URL {url!r}")
+    return int(text)
+
+
+def _timeout(url: str, text: str | None) -> float:
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        timeout = float(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"etcd timeout must be a number of seconds in {url!r}") from exc
+    if not timeout > 0:
+        raise ConfigurationError(f"etcd timeout must be > 0 seconds in {url!r}")
+    return timeout
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the etcd TLS file {path!r}: {exc}") from exc
