@@ -137,6 +137,7 @@ build_all() {
   go_env
   mkdir -p "$(dirname "${dir}")"
   tmp="$(mktemp -d "$(dirname "${dir}")/.building.XXXXXX")"
+  chmod 755 "${tmp}"
   trap 'rm -rf "${tmp}"' EXIT
   [[ -x "${dir}/etcd" ]] && cp "${dir}/etcd" "${tmp}/etcd" || build_etcd "${tmp}"
   if [[ -x "${dir}/kube-apiserver" && -x "${dir}/kubectl" ]]; then

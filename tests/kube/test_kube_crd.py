@@ -1,0 +1,245 @@
+"""The MultiClusterLease CRD against a real API server: install, schema, printer columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+from mcl_objects import CRD_FILE, CRD_NAME, Leases, error_body, lease_body, micro_time
+from testbed import KubeCluster, wait_crd_established
+
+pytestmark = pytest.mark.kube
+
+# Upstream gke-labs/multicluster-leader-election v1alpha1: (field, openAPI type, format).
+UPSTREAM_SPEC = {
+    "holderIdentity": ("string", None),
+    "renewTime": ("string", "date-time"),
+    "leaseDurationSeconds": ("integer", "int32"),
+    "renewDeadlineSeconds": ("integer", "int32"),
+    "retryPeriodSeconds": ("integer", "int32"),
+}
+UPSTREAM_STATUS = {
+    "conditions": ("array", None),
+    "observedGeneration": ("integer", "int64"),
+    "globalHolderIdentity": ("string", None),
+    "globalRenewTime": ("string", None),
+    "globalLeaseDurationSeconds": ("integer", "int32"),
+    "globalLeaseTransitions": ("integer", "int32"),
+}
+
+
+def _schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("section", "fields"), [("spec", UPSTREAM_SPEC), ("status", UPSTREAM_STATUS)]
+)
+def test_schema_keeps_every_upstream_field_and_type(
+    section: str, fields: dict[str, tuple[str, str | None]]
+) -> None:
+    props = _schema()["properties"][section]["properties"]
+    for name, (type_, fmt) in fields.items():
+        assert props[name]["type"] == type_, name
+        if fmt is not None:
+            assert props[name]["format"] == fmt, name
+    assert not _schema()["properties"][section].get("required"), "upstream requires nothing"
+
+
+def test_crd_manifest_resource_is_the_canonical_file() -> None:
+    from mclease_core._crd import crd_manifest
+
+    assert crd_manifest() == CRD_FILE.read_text(encoding="utf-8")
+
+
+def test_crd_is_established_with_names(mcl_cluster: KubeCluster) -> None:
+    crd = wait_crd_established(mcl_cluster, CRD_NAME)
+    conditions = {c.type: c.status for c in crd.status.conditions}
+    assert conditions["NamesAccepted"] == "True"
+    assert crd.status.accepted_names.kind == "MultiClusterLease"
+    assert crd.status.accepted_names.plural == "multiclusterleases"
+    assert crd.status.accepted_names.short_names == ["mcl"]
+    assert crd.spec.scope == "Namespaced"
+    assert crd.spec.versions[0].subresources.status is not None
+
+
+def test_valid_lease_round_trips(mcl_cluster: KubeCluster, namespace: str) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    renew = micro_time()
+    created = leases.create(lease_body("ok", renewTime=renew, holderIdentity=""))
+    assert created["spec"]["renewTime"] == renew
+    assert created["spec"]["holderIdentity"] == ""
+    status = {
+        "observedGeneration": 1,
+        "globalHolderIdentity": "pod-a_1234",
+        "globalHolderCluster": "east",
+        "globalRenewTime": "2026-11-26T10:00:00Z",
+        "globalLeaseDurationSeconds": 15,
+        "globalLeaseTransitions": 0,
+        "fencingToken": 7,
+        "conditions": [
+            {
+                "type": "BackendHealthy",
+                "status": "True",
+                "reason": "StoreReachable",
+                "message": "",
+                "lastTransitionTime": "2026-11-26T10:00:00Z",
+            },
+            {
+                "type": "LockAcquiredInBackend",
+                "status": "True",
+                "reason": "Acquired",
+                "message": "held by pod-a_1234",
+                "lastTransitionTime": "2026-11-26T10:00:00Z",
+            },
+        ],
+    }
+    patched = leases.patch_status("ok", status)
+    assert patched["status"] == status
+
+
+# (what the object gets, what the server's message must contain)
+SPEC_VIOLATIONS = [
+    pytest.param(
+        {"leaseDurationSeconds": 0},
+        ["spec.leaseDurationSeconds", "should be greater than or equal to 1"],
+        id="lease-duration-below-1",
+    ),
+    pytest.param(
+        {"retryPeriodSeconds": -1},
+        ["spec.retryPeriodSeconds", "should be greater than or equal to 0"],
+        id="negative-retry-period",
+    ),
+    pytest.param(
+        {"renewTime": "yesterday"},
+        ["spec.renewTime", "date-time"],
+        id="renew-time-not-rfc3339",
+    ),
+    pytest.param(
+        {"holderIdentity": "x" * 1025},
+        ["spec.holderIdentity", "1024"],
+        id="holder-identity-too-long",
+    ),
+    pytest.param(
+        {"renewDeadlineSeconds": "10"},
+        ["spec.renewDeadlineSeconds", 'must be of type integer: "string"'],
+        id="renew-deadline-not-integer",
+    ),
+    pytest.param(
+        {"leaseDurationSeconds": 2**31},
+        ["spec.leaseDurationSeconds", "must be of type integer with format int32"],
+        id="lease-duration-overflows-int32",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), SPEC_VIOLATIONS)
+def test_server_rejects_invalid_spec(
+    mcl_cluster: KubeCluster, namespace: str, spec: dict[str, Any], expected: list[str]
+) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    with pytest.raises(ApiException) as excinfo:
+        leases.create(lease_body("bad", **spec))
+    assert excinfo.value.status == 422
+    for fragment in expected:
+        assert fragment in error_body(excinfo.value)
+
+
+STATUS_VIOLATIONS = [
+    pytest.param(
+        {"fencingToken": -1},
+        ["status.fencingToken", "should be greater than or equal to 0"],
+        id="negative-fencing-token",
+    ),
+    pytest.param(
+        {"observedGeneration": -2},
+        ["status.observedGeneration", "should be greater than or equal to 0"],
+        id="negative-observed-generation",
+    ),
+    pytest.param(
+        {"globalHolderCluster": "c" * 254},
+        ["status.globalHolderCluster", "253"],
+        id="cluster-name-too-long",
+    ),
+    pytest.param(
+        {"globalRenewTime": "soon"},
+        ["status.globalRenewTime", "date-time"],
+        id="global-renew-time-not-rfc3339",
+    ),
+    pytest.param(
+        {
+            "conditions": [
+                {
+                    "type": "BackendHealthy",
+                    "status": "Maybe",
+                    "reason": "X",
+                    "message": "",
+                    "lastTransitionTime": "2026-11-26T10:00:00Z",
+                }
+            ]
+        },
+        ["status.conditions[0].status", 'Unsupported value: "Maybe"'],
+        id="condition-status-not-enum",
+    ),
+    pytest.param(
+        {"conditions": [{"type": "BackendHealthy", "status": "True"}]},
+        ["status.conditions[0].reason", "Required value"],
+        id="condition-missing-reason",
+    ),
+]
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUS_VIOLATIONS)
+def test_server_rejects_invalid_status(
+    mcl_cluster: KubeCluster, namespace: str, status: dict[str, Any], expected: list[str]
+) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    leases.create(lease_body("lease"))
+    with pytest.raises(ApiException) as excinfo:
+        leases.patch_status("lease", status)
+    assert excinfo.value.status == 422
+    for fragment in expected:
+        assert fragment in error_body(excinfo.value)
+
+
+def test_unknown_fields_are_rejected_under_strict_validation(
+    mcl_cluster: KubeCluster, namespace: str
+) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    with pytest.raises(ApiException) as excinfo:
+        leases.create(lease_body("bad", holder="typo"), field_validation="Strict")
+    assert excinfo.value.status == 400
+    assert 'unknown field "spec.holder"' in error_body(excinfo.value)
+
+
+def test_kubectl_get_mcl_shows_printer_columns(mcl_cluster: KubeCluster, namespace: str) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    leases.create(lease_body("printed", holderIdentity="pod-b_99"))
+    leases.patch_status(
+        "printed",
+        {
+            "globalHolderIdentity": "pod-z_1",
+            "globalHolderCluster": "west",
+            "globalRenewTime": "2026-11-26T10:00:00Z",
+            "fencingToken": 42,
+        },
+    )
+    out = mcl_cluster.kubectl("get", "mcl", "-n", namespace).stdout.splitlines()
+    assert out[0].split() == ["NAME", "HOLDER", "GLOBAL", "LEADER", "RENEW", "TIME", "AGE"]
+    assert out[1].split()[:4] == ["printed", "pod-b_99", "pod-z_1", "2026-11-26T10:00:00Z"]
+
+    wide = mcl_cluster.kubectl("get", "mcl", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert "LEADER CLUSTER" in wide[0]
+    assert "FENCING TOKEN" in wide[0]
+    assert wide[1].split()[:6] == [
+        "printed",
+        "pod-b_99",
+        "pod-z_1",
+        "west",
+        "2026-11-26T10:00:00Z",
+        "42",
+    ]
