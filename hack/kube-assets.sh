@@ -39,14 +39,20 @@ assets_dir() {
 
 missing_binaries() {
   local dir="$1" b
-  for b in "${BINARIES[@]}"; do [[ -x "${dir}/${b}" ]] || echo "${b}"; done
+  shift
+  for b in "$@"; do [[ -x "${dir}/${b}" ]] || echo "${b}"; done
 }
 
 is_complete() {
   local dir="$1"
-  [[ -z "$(missing_binaries "${dir}")" ]] || return 1
-  # KUBEBUILDER_ASSETS dirs have no stamp; our cache does.
-  [[ -n "${KUBEBUILDER_ASSETS:-}" || -f "${dir}/.stamp" ]]
+  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+    # envtest's convention: kube-apiserver and etcd; kubectl may come from PATH instead.
+    [[ -z "$(missing_binaries "${dir}" kube-apiserver etcd)" ]] || return 1
+    [[ -x "${dir}/kubectl" ]] || command -v kubectl >/dev/null ||
+      log "warning: no kubectl in ${dir} nor on PATH; tests that run kubectl will fail"
+    return 0
+  fi
+  [[ -z "$(missing_binaries "${dir}" "${BINARIES[@]}")" && -f "${dir}/.stamp" ]]
 }
 
 go_env() {
@@ -139,7 +145,7 @@ build_all() {
   tmp="$(mktemp -d "$(dirname "${dir}")/.building.XXXXXX")"
   chmod 755 "${tmp}"
   trap 'rm -rf "${tmp}"' EXIT
-  [[ -x "${dir}/etcd" ]] && cp "${dir}/etcd" "${tmp}/etcd" || build_etcd "${tmp}"
+  if [[ -x "${dir}/etcd" ]]; then cp "${dir}/etcd" "${tmp}/etcd"; else build_etcd "${tmp}"; fi
   if [[ -x "${dir}/kube-apiserver" && -x "${dir}/kubectl" ]]; then
     cp "${dir}/kube-apiserver" "${dir}/kubectl" "${tmp}/"
   else
@@ -156,8 +162,13 @@ ensure() {
   dir="$(assets_dir)"
   if is_complete "${dir}"; then return 0; fi
   if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-    die "KUBEBUILDER_ASSETS=${dir} lacks: $(missing_binaries "${dir}" | tr '\n' ' ')"
+    die "KUBEBUILDER_ASSETS=${dir} lacks: $(missing_binaries "${dir}" kube-apiserver etcd | tr '\n' ' ')"
   fi
+  # One build at a time per cache (a second caller waits, then finds the binaries there).
+  mkdir -p "$(dirname "${dir}")"
+  exec 9>"$(dirname "${dir}")/.lock"
+  flock 9
+  if is_complete "${dir}"; then return 0; fi
   local start=${SECONDS}
   build_all "${dir}"
   log "assets ready in ${dir} ($((SECONDS - start))s)"
