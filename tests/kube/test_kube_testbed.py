@@ -50,7 +50,7 @@ def _alive(pid: int) -> bool:
 
 def test_stop_leaves_no_process(kube_assets: KubeAssets, tmp_path: Path) -> None:
     cluster = start_cluster("short-lived", tmp_path / "cluster", kube_assets)
-    pids = [p.popen.pid for p in cluster._processes if p.popen is not None]
+    pids = cluster.pids
     assert len(pids) == 2
     assert all(_alive(pid) for pid in pids)
     assert cluster.readyz()
@@ -65,7 +65,7 @@ def test_context_manager_stops_on_error(kube_assets: KubeAssets, tmp_path: Path)
 
     def failing_test() -> None:
         with start_cluster("ctx", tmp_path / "cluster", kube_assets) as cluster:
-            pids.extend(p.popen.pid for p in cluster._processes if p.popen is not None)
+            pids.extend(cluster.pids)
             raise RuntimeError("test failed")
 
     with pytest.raises(RuntimeError, match="test failed"):

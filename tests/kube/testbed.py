@@ -356,9 +356,9 @@ class KubeCluster:
     etcd_port: int = field(default_factory=_free_port)
     etcd_peer_port: int = field(default_factory=_free_port)
     port: int = field(default_factory=_free_port)
-    _processes: list[_Process] = field(default_factory=list)
-    _clients: list[Any] = field(default_factory=list)
-    _ca: _KeyPair | None = None
+    _processes: list[_Process] = field(default_factory=list, repr=False)
+    _clients: list[Any] = field(default_factory=list, repr=False)
+    _ca: _KeyPair | None = field(default=None, repr=False)
 
     # -- public view --
 
@@ -381,6 +381,11 @@ class KubeCluster:
     @property
     def apiserver_log(self) -> Path:
         return self.workdir / "kube-apiserver.log"
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of etcd and kube-apiserver (each leads its own process group)."""
+        return [p.popen.pid for p in self._processes if p.popen is not None]
 
     @property
     def running(self) -> bool:
@@ -530,7 +535,7 @@ class KubeCluster:
         from kubernetes import config
 
         path = str(kubeconfig or self.kubeconfig)
-        client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+        client = config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call,unused-ignore]
         self._clients.append(client)
         return client
 
