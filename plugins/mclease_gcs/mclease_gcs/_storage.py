@@ -162,8 +162,11 @@ class GCSStorage(Storage):
                 name, generation=version, if_generation_match=version, timeout=timeout, retry=None
             )
 
+        def resolve(exc: Exception) -> None:  # the earlier attempt may have deleted it
+            raise self._unknown(key, exc) from exc
+
         self._retrying(key, attempt, _GONE, refused=lambda: self._conflict(key, version),
-                       resolve=lambda exc: self._unknown(key, exc))
+                       resolve=resolve)
 
     def put_raw(self, key: str, raw: bytes) -> None:
         """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""

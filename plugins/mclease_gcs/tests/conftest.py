@@ -57,9 +57,15 @@ def fake_gcs_version(fake_gcs_binary: str) -> str | None:
     return match.group(1) if match else None
 
 
-def raw_client(server: ServerProcess) -> storage.Client:
+def _raw_client(server: ServerProcess) -> storage.Client:
     return storage.Client(project="test", credentials=AnonymousCredentials(),
                           client_options={"api_endpoint": f"http://{server.address}"})
+
+
+@pytest.fixture(scope="session")
+def raw_client() -> Callable[[ServerProcess], storage.Client]:
+    """A plain google-cloud-storage client of a fake-gcs-server, to look behind the backend."""
+    return _raw_client
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +88,7 @@ def start_gcs(fake_gcs_binary: str) -> StartGCS:
 
 
 def create_bucket(server: ServerProcess) -> None:
-    client = raw_client(server)
+    client = _raw_client(server)
     client.create_bucket(BUCKET)
     client.close()
 
