@@ -11,9 +11,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from ._crd import crd_manifest
@@ -94,7 +96,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     elect.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     elect.set_defaults(handler=_elect)
+    _add_controller(commands)
     return parser
+
+
+def _add_controller(commands: Any) -> None:
+    controller = commands.add_parser(
+        "controller",
+        help="run the election controller of one cluster",
+        description="Watch MultiClusterLease objects and contend for their global leases in the "
+        "store at URL on behalf of this cluster's candidates.",
+    )
+    controller.add_argument(
+        "--cluster-name",
+        required=True,
+        help="this cluster's name, unique among the clusters sharing the store",
+    )
+    controller.add_argument("--storage", required=True, metavar="URL")
+    controller.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="default: in-cluster config, else $KUBECONFIG or ~/.kube/config",
+    )
+    controller.add_argument("--context", default=None, help="kubeconfig context")
+    controller.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch only this namespace (repeatable; default: all)",
+    )
+    controller.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often each lease is reconciled without a change (default 2)",
+    )
+    controller.add_argument("--workers", type=int, default=4)
+    controller.add_argument(
+        "--metrics-address",
+        default=":8080",
+        metavar="[HOST]:PORT",
+        help="Prometheus metrics; '0' disables (default :8080)",
+    )
+    controller.add_argument(
+        "--health-address",
+        default=":8081",
+        metavar="[HOST]:PORT",
+        help="/healthz and /readyz; '0' disables (default :8081)",
+    )
+    controller.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="elect one active replica with a coordination.k8s.io Lease",
+    )
+    controller.add_argument("--leader-elect-namespace", default="default")
+    controller.add_argument("--log-format", choices=["text", "json"], default="text")
+    controller.set_defaults(handler=_controller)
 
 
 def _print(text: str) -> int:
@@ -145,6 +204,76 @@ def _elect(args: argparse.Namespace) -> int:
         return ElectedCommand(elector, command, kill_grace=kill_grace).run()
     finally:
         storage.close()
+
+
+def _controller(args: argparse.Namespace) -> int:
+    try:
+        from kubernetes import client as k8s
+        from kubernetes import config as kube_config
+
+        from .controller import Controller, ControllerConfig
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the controller needs the Kubernetes client and prometheus-client ({exc}); "
+            'install them with: pip install "mclease-core[controller]"'
+        ) from exc
+    if args.log_format == "json":
+        _use_json_logs()
+    storage = load_backends().open(args.storage)
+    config = ControllerConfig(
+        cluster=args.cluster_name,
+        namespaces=args.namespaces,
+        retry_period=args.retry_period,
+        workers=args.workers,
+        metrics_address=_address(args.metrics_address),
+        health_address=_address(args.health_address),
+        leader_elect=args.leader_elect,
+        leader_elect_namespace=args.leader_elect_namespace,
+    )
+    if args.kubeconfig is None and args.context is None and _in_cluster():
+        kube_config.load_incluster_config()
+        api_client = k8s.ApiClient()
+    else:
+        api_client = kube_config.new_client_from_config(
+            config_file=args.kubeconfig, context=args.context
+        )
+    controller = Controller(api_client, storage, config)
+    signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
+    signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())
+    try:
+        return controller.run()
+    finally:
+        storage.close()
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    if text in ("0", ""):
+        return None
+    host, _, port = text.rpartition(":")
+    try:
+        return (host or "0.0.0.0", int(port))  # noqa: S104 - the documented default
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid address {text!r}: expected [HOST]:PORT or 0") from exc
+
+
+def _in_cluster() -> bool:
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+def _use_json_logs() -> None:
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps(
+                {
+                    "time": self.formatTime(record),
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "message": record.getMessage(),
+                }
+            )
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
 
 
 if __name__ == "__main__":

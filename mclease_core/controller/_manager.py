@@ -1,0 +1,316 @@
+"""The election controller process: watch, queue, workers, replica election, health, metrics.
+
+``Controller.run()`` lists and watches MultiClusterLease objects (all namespaces or the given
+ones), queues a lease when its spec generation changes or it is being deleted, and reconciles it
+at once; each reconcile asks to be queued again after a (jittered) retry period. With
+``leader_elect`` only the replica holding a ``coordination.k8s.io`` Lease reconciles; a replica
+that loses it stops and exits non-zero, as controller-runtime does, so it restarts clean.
+
+Not here: what a reconcile does (``_reconciler``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import http.server
+import logging
+import os
+import random
+import socket
+import threading
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import start_http_server
+
+from .._decisions import LeaseTiming
+from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
+from .._storage import Storage
+from ..kube._lease_storage import CoordinationLeaseStorage
+from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
+from ._metrics import Metrics
+from ._queue import WorkQueue
+from ._reconciler import Reconciler
+
+log = logging.getLogger("mclease.controller")
+
+WATCH_TIMEOUT = 60
+JITTER = 0.2
+
+
+@dataclasses.dataclass
+class ControllerConfig:
+    cluster: str
+    namespaces: list[str] = dataclasses.field(default_factory=list)
+    """Namespaces to watch; empty means all."""
+    retry_period: float = 2.0
+    workers: int = 4
+    metrics_address: tuple[str, int] | None = ("0.0.0.0", 8080)  # noqa: S104
+    health_address: tuple[str, int] | None = ("0.0.0.0", 8081)  # noqa: S104
+    leader_elect: bool = False
+    leader_elect_namespace: str = "default"
+    leader_elect_timing: LeaseTiming = dataclasses.field(default_factory=LeaseTiming)
+    identity: str = dataclasses.field(
+        default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}"
+    )
+
+
+class Controller:
+    def __init__(self, api_client: k8s.ApiClient, storage: Storage, config: ControllerConfig):
+        self.config = config
+        self.api_client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.metrics = Metrics()
+        self.queue = WorkQueue()
+        self.reconciler = Reconciler(
+            self.custom,
+            storage,
+            cluster=config.cluster,
+            retry_period=config.retry_period,
+            metrics=self.metrics,
+            events=self._event,
+        )
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._generations: dict[str, tuple[int, bool]] = {}
+        self._replica: LeaderElector | None = None
+        self._health_server: http.server.ThreadingHTTPServer | None = None
+
+    # ----- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until :meth:`stop`; returns the exit code (1 when replica leadership was lost)."""
+        self._serve_health()
+        if self.config.metrics_address is not None:
+            host, port = self.config.metrics_address
+            start_http_server(port, host, registry=self.metrics.registry)
+        if self.config.leader_elect:
+            self._campaign()
+        else:
+            self._start_reconciling()
+        self._stop.wait()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(5)
+        if self._replica is not None:
+            self._replica.stop(timeout=5)
+        if self._health_server is not None:
+            self._health_server.shutdown()
+        return 1 if self._lost.is_set() else 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def ready(self) -> bool:
+        return self._ready.is_set() or (self.config.leader_elect and not self._leading())
+
+    def healthy(self) -> bool:
+        alive = all(thread.is_alive() for thread in self._threads) or self._stop.is_set()
+        replica_ok = self._replica is None or self._replica.healthy()
+        return alive and replica_ok
+
+    def _leading(self) -> bool:
+        return self._replica is not None and self._replica.is_leader()
+
+    def _campaign(self) -> None:
+        storage = CoordinationLeaseStorage(self.api_client, self.config.leader_elect_namespace)
+        self._replica = LeaderElector(
+            storage,
+            f"mclease-controller-{self.config.cluster}",
+            self.config.identity,
+            cluster=self.config.cluster,
+            timing=self.config.leader_elect_timing,
+            callbacks=ElectorCallbacks(
+                on_started_leading=self._on_replica_started,
+                on_stopped_leading=self._on_replica_stopped,
+            ),
+        )
+        self._replica.start()
+        log.info("waiting to become the active replica (identity %s)", self.config.identity)
+
+    def _on_replica_started(self, term: LeadershipTerm) -> None:
+        log.info("became the active replica (fencing token %d)", term.fencing_token)
+        self._start_reconciling()
+
+    def _on_replica_stopped(self, term: LeadershipTerm, reason: str) -> None:
+        if self._stop.is_set():
+            return
+        log.error("lost the active-replica lease (%s); exiting", reason)
+        self._lost.set()
+        self._stop.set()
+
+    def _start_reconciling(self) -> None:
+        targets = [self._watch] + [self._work] * self.config.workers
+        for index, target in enumerate(targets):
+            thread = threading.Thread(
+                target=target, name=f"mclease-{target.__name__}-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    # ----- watching ------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                namespaces: list[str | None] = [*self.config.namespaces] or [None]
+                for namespace in namespaces:
+                    self._list_and_watch(namespace)
+                backoff = 0.2
+            except Exception as exc:
+                log.warning("watch of %s failed: %s; retrying in %.1fs", PLURAL, exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _list_and_watch(self, namespace: str | None) -> None:
+        listing = self._list(namespace)
+        for obj in listing.get("items", []):
+            self._offer(obj, "SYNC")
+        self._ready.set()
+        resource_version = listing["metadata"]["resourceVersion"]
+        stream = k8s_watch.Watch()
+        kwargs: dict[str, Any] = {
+            "resource_version": resource_version,
+            "timeout_seconds": WATCH_TIMEOUT,
+            "allow_watch_bookmarks": True,
+        }
+        method, args = self._list_call(namespace)
+        while not self._stop.is_set():
+            for event in stream.stream(method, *args, **kwargs):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    raise ApiException(
+                        status=obj.get("code", 0), reason=obj.get("message", "watch error")
+                    )
+                kwargs["resource_version"] = obj["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    self._offer(obj, event["type"])
+                if self._stop.is_set():
+                    stream.stop()
+                    return
+
+    def _list(self, namespace: str | None) -> dict[str, Any]:
+        method, args = self._list_call(namespace)
+        result: dict[str, Any] = method(*args, _request_timeout=30)
+        return result
+
+    def _list_call(self, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
+        if namespace is None:
+            return self.custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+        return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL)
+
+    def _offer(self, obj: dict[str, Any], kind: str) -> None:
+        """Queue a lease when its spec generation changed or it is being deleted (status-only
+        changes, our own writes included, are ignored; timers cover the rest)."""
+        metadata = obj.get("metadata", {})
+        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        if kind == "DELETED":
+            self._generations.pop(key, None)
+            self.reconciler.forget(key)
+            return
+        seen = (int(metadata.get("generation") or 0), bool(metadata.get("deletionTimestamp")))
+        if self._generations.get(key) == seen and kind != "SYNC":
+            return
+        self._generations[key] = seen
+        self.queue.add(key)
+
+    # ----- working -------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        failures: dict[str, int] = {}
+        while not self._stop.is_set():
+            item = self.queue.get(timeout=1.0)
+            if item is None:
+                continue
+            key, lag = item
+            self.metrics.reconcile_lag.observe(lag)
+            namespace, name = key.split("/", 1)
+            try:
+                result = self.reconciler.reconcile(namespace, name)
+                failures.pop(key, None)
+                if result.requeue_after is not None:
+                    self.queue.add(key, self._spread(result.requeue_after))
+            except Exception as exc:
+                count = failures[key] = failures.get(key, 0) + 1
+                delay = min(self.config.retry_period, 0.05 * 2**count)
+                self.metrics.reconcile_errors.inc()
+                log.warning(
+                    "%s: reconcile failed (%s: %s); retrying in %.2fs",
+                    key,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                self.queue.add(key, delay)
+            finally:
+                self.queue.done(key)
+
+    def _spread(self, delay: float) -> float:
+        """Jitter periodic requeues so leases do not reconcile in lockstep; keep earlier,
+        precise ones (a candidate turning stale) exact."""
+        return _jittered(delay) if delay >= self.config.retry_period else delay
+
+    # ----- events, health ------------------------------------------------------------------------
+
+    def _event(self, view: LeaseView, kind: str, reason: str, message: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        body = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{view.name}.", namespace=view.namespace),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+                name=view.name,
+                namespace=view.namespace,
+            ),
+            reason=reason,
+            message=message,
+            type=kind,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=k8s.V1EventSource(component=f"mclease-controller-{self.config.cluster}"),
+        )
+        try:
+            self.core.create_namespaced_event(view.namespace, body, _request_timeout=5)
+        except Exception as exc:
+            log.debug("could not record event %s on %s: %s", reason, view.key, exc)
+
+    def _serve_health(self) -> None:
+        if self.config.health_address is None:
+            return
+        controller = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                checks = {"/healthz": controller.healthy, "/readyz": controller.ready}
+                check = checks.get(self.path)
+                if check is None:
+                    self.send_error(404)
+                    return
+                ok = check()
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok\n" if ok else b"not ok\n")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = http.server.ThreadingHTTPServer(self.config.health_address, Handler)
+        thread = threading.Thread(target=server.serve_forever, name="mclease-health", daemon=True)
+        thread.start()
+        self._health_server = server
+
+
+def _jittered(delay: float) -> float:
+    return delay * (1.0 + JITTER * random.random())
+
+
+__all__ = ["Controller", "ControllerConfig"]

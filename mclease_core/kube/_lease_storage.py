@@ -1,0 +1,195 @@
+"""A :class:`Storage` on ``coordination.k8s.io/v1`` Leases, for electing one controller replica.
+
+Records are native Lease objects (``kubectl get lease`` reads them, and client-go electors see a
+familiar record): ``holderIdentity``, ``leaseDurationSeconds``, ``acquireTime``, ``renewTime`` and
+``leaseTransitions`` live in the spec; the holder's cluster and the fencing token, which Lease has
+no field for, in annotations. The version is the object's ``resourceVersion`` (an etcd revision:
+it grows across delete and recreate), and compare-and-swap is the API server's optimistic
+concurrency. Object names are derived from the key (a DNS-1123 prefix plus a hash), so any key
+works; the key itself is kept in an annotation.
+
+Not a plugin backend: it needs a Kubernetes API client, not a URL. The controller uses it for
+``--leader-elect``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from .._errors import (
+    CorruptRecordError,
+    LeaseAlreadyExistsError,
+    LeaseConflictError,
+    LeaseNotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from ._resource import format_time
+
+ANNOTATION_KEY = "mclease.io/key"
+ANNOTATION_CLUSTER = "mclease.io/holder-cluster"
+ANNOTATION_TOKEN = "mclease.io/fencing-token"  # noqa: S105 - an annotation name
+_BACKEND = "kubernetes-lease"
+_T = TypeVar("_T")
+
+
+class CoordinationLeaseStorage(Storage):
+    """Lease records as ``coordination.k8s.io/v1`` Leases in one namespace."""
+
+    def __init__(self, api_client: k8s.ApiClient | None, namespace: str, *, timeout: float = 5.0):
+        self._api = k8s.CoordinationV1Api(api_client)
+        self.namespace = namespace
+        self.timeout = timeout
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(operation_timeout=self.timeout)
+
+    def read(self, key: str) -> LeaseObject:
+        name = object_name(key)
+        lease = self._call(
+            key,
+            lambda: self._api.read_namespaced_lease(
+                name, self.namespace, _request_timeout=self.timeout
+            ),
+        )
+        return _to_object(lease, key)
+
+    def create(self, key: str, data: LeaseData) -> LeaseObject:
+        body = _to_lease(key, data, resource_version=None)
+        lease = self._call(
+            key,
+            lambda: self._api.create_namespaced_lease(
+                self.namespace, body, _request_timeout=self.timeout
+            ),
+        )
+        return LeaseObject(data, _version_of(lease))
+
+    def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
+        body = _to_lease(key, data, resource_version=str(version))
+        lease = self._call(
+            key,
+            lambda: self._api.replace_namespaced_lease(
+                object_name(key), self.namespace, body, _request_timeout=self.timeout
+            ),
+            missing=LeaseConflictError,
+        )
+        return LeaseObject(data, _version_of(lease))
+
+    def delete(self, key: str, *, version: int) -> None:
+        options = k8s.V1DeleteOptions(
+            preconditions=k8s.V1Preconditions(resource_version=str(version))
+        )
+        self._call(
+            key,
+            lambda: self._api.delete_namespaced_lease(
+                object_name(key), self.namespace, body=options, _request_timeout=self.timeout
+            ),
+            missing=LeaseConflictError,
+        )
+
+    def _call(
+        self,
+        key: str,
+        operation: Callable[[], _T],
+        missing: type[StorageError] = LeaseNotFoundError,
+    ) -> _T:
+        validate_key(key)
+        try:
+            return operation()
+        except ApiException as exc:
+            raise _mapped(exc, key, missing) from exc
+        except (HTTPError, OSError) as exc:
+            raise StorageUnavailableError(
+                f"the Kubernetes API server did not answer: {exc}", key=key, backend=_BACKEND
+            ) from exc
+
+
+def object_name(key: str) -> str:
+    """A valid Lease name for ``key``: a readable prefix and a hash that keeps keys distinct."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")[:40].strip("-") or "lease"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+def _mapped(exc: ApiException, key: str, missing: type[StorageError]) -> StorageError:
+    if exc.status == 404:
+        return missing("no lease record", key=key, backend=_BACKEND)
+    if exc.status == 409:
+        if missing is LeaseNotFoundError:
+            return LeaseAlreadyExistsError("lease record already exists", key=key, backend=_BACKEND)
+        return LeaseConflictError("the Lease changed since it was read", key=key, backend=_BACKEND)
+    if exc.status in (429, 500, 502, 503, 504) or exc.status == 0:
+        return StorageUnavailableError(
+            f"the Kubernetes API server answered {exc.status} {exc.reason}",
+            key=key,
+            backend=_BACKEND,
+        )
+    return StorageError(
+        f"the Kubernetes API server refused: {exc.status} {exc.reason}", key=key, backend=_BACKEND
+    )
+
+
+def _to_lease(key: str, data: LeaseData, resource_version: str | None) -> k8s.V1Lease:
+    annotations = {ANNOTATION_KEY: key, ANNOTATION_CLUSTER: data.holder_cluster}
+    if data.fencing_token is not None:
+        annotations[ANNOTATION_TOKEN] = str(data.fencing_token)
+    return k8s.V1Lease(
+        metadata=k8s.V1ObjectMeta(
+            name=object_name(key), annotations=annotations, resource_version=resource_version
+        ),
+        spec=k8s.V1LeaseSpec(
+            holder_identity=data.holder_identity,
+            lease_duration_seconds=max(1, round(data.lease_duration_seconds)),
+            acquire_time=data.acquire_time,
+            renew_time=data.renew_time,
+            lease_transitions=data.lease_transitions,
+        ),
+    )
+
+
+def _to_object(lease: Any, key: str) -> LeaseObject:
+    try:
+        annotations = lease.metadata.annotations or {}
+        spec = lease.spec
+        token = annotations.get(ANNOTATION_TOKEN)
+        data = LeaseData(
+            holder_identity=spec.holder_identity or "",
+            holder_cluster=annotations.get(ANNOTATION_CLUSTER, ""),
+            lease_duration_seconds=float(spec.lease_duration_seconds),
+            acquire_time=_aware(spec.acquire_time),
+            renew_time=_aware(spec.renew_time),
+            lease_transitions=int(spec.lease_transitions or 0),
+            fencing_token=int(token) if token is not None else None,
+        )
+        return LeaseObject(data, _version_of(lease))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise CorruptRecordError(
+            f"Lease {lease.metadata.name!r} is not an mclease record: {exc}; delete it",
+            key=key,
+            backend=_BACKEND,
+        ) from exc
+
+
+def _version_of(lease: k8s.V1Lease) -> int:
+    if lease.metadata is None or lease.metadata.resource_version is None:
+        raise StorageUnavailableError("the API server answered without a resourceVersion")
+    return int(lease.metadata.resource_version)
+
+
+def _aware(value: Any) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"expected a time, got {value!r}")
+    return value if value.utcoffset() is not None else value.replace(tzinfo=dt.UTC)
+
+
+__all__ = ["CoordinationLeaseStorage", "format_time", "object_name"]
