@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
 LINTED := mclease_core tests bench demo $(PLUGINS)
 
-.PHONY: dev demo test test-fast lint bench clean
+.PHONY: dev demo test test-fast lint bench clean kube-assets test-e2e-kind
 
 ## dev: create .venv with the core and every plugin installed editable, plus the test tools
 dev: $(VENV)/.installed
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
-		-e '.[test]' $(foreach plugin,$(PLUGINS),-e ./$(plugin))
+		-e '.[test,controller]' $(foreach plugin,$(PLUGINS),-e ./$(plugin))
 	touch $@
 
 ## demo: two `mclease elect` processes compete for one lease on SQLite; the leader is killed
@@ -28,9 +28,18 @@ lint: dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy --strict mclease_core
 
-## test: lint, then every test (installs the test servers first)
-test: dev lint
+## test: lint, then every test (builds or finds the test servers first)
+test: dev lint kube-assets
 	$(PY) -m pytest
+
+## kube-assets: kube-apiserver, etcd and kubectl for tests/kube (KUBEBUILDER_ASSETS if set,
+## else built from the Go module proxy into ~/.cache/mclease/kube-assets; ~14 min cold, instant warm)
+kube-assets:
+	hack/kube-assets.sh >/dev/null
+
+## test-e2e-kind: the e2e tests on a kind cluster (needs Docker and kind; not available on CI here)
+test-e2e-kind:
+	hack/e2e-kind.sh
 
 ## test-fast: the tests that need no real processes beyond Python
 test-fast: dev

@@ -5,7 +5,8 @@
 #   * If KUBEBUILDER_ASSETS is set (the envtest convention), it only checks that the
 #     directory holds kube-apiserver, etcd and kubectl and prints it.
 #   * Otherwise it builds the binaries from the Go module proxy into a git-ignored cache,
-#     .cache/kube-assets/<k8s-version>-etcd<etcd-version>/, and prints that directory.
+#     ~/.cache/mclease/kube-assets/<k8s-version>-etcd<etcd-version>/ (MCLEASE_KUBE_ASSETS_CACHE
+#     overrides the parent folder), and prints that directory.
 #     kube-apiserver and kubectl come from k8s.io/kubernetes (its staging modules k8s.io/api,
 #     k8s.io/apimachinery, ... pinned to the matching v0.x with replace directives in a small
 #     wrapper module); etcd comes from go.etcd.io/etcd/server/v3.
@@ -28,7 +29,9 @@ BINARIES=(kube-apiserver etcd kubectl)
 
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 ROOT="$(repo_root)"
-CACHE_DIR="${MCLEASE_KUBE_ASSETS_CACHE:-${ROOT}/.cache/kube-assets}/${K8S_VERSION}-etcd${ETCD_VERSION}"
+# Outside the clone by default, so fresh clones (CI) on one machine share one build.
+USER_CACHE="${XDG_CACHE_HOME:-${HOME}/.cache}/mclease"
+CACHE_DIR="${MCLEASE_KUBE_ASSETS_CACHE:-${USER_CACHE}/kube-assets}/${K8S_VERSION}-etcd${ETCD_VERSION}"
 
 log() { echo "kube-assets: $*" >&2; }
 die() { log "error: $*"; exit 1; }

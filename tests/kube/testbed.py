@@ -97,7 +97,8 @@ class KubeAssets:
 
 def default_assets_dir() -> Path:
     """The cache folder hack/kube-assets.sh fills, keyed by the versions."""
-    root = os.environ.get("MCLEASE_KUBE_ASSETS_CACHE", str(REPO_ROOT / ".cache" / "kube-assets"))
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = os.environ.get("MCLEASE_KUBE_ASSETS_CACHE", str(user_cache / "mclease" / "kube-assets"))
     return Path(root) / f"{K8S_VERSION}-etcd{ETCD_VERSION}"
 
 
