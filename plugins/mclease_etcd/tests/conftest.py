@@ -7,77 +7,29 @@ that stops its server, one with TLS and authentication).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import pytest
 
-from mclease_core import LeaseNotFoundError, StorageError
-from mclease_core.testing import (
-    MissingServerBinaryError,
-    ServerProcess,
-    find_server_binary,
-    free_port,
-)
-from mclease_etcd import EtcdStorage
-
-StartEtcd = Callable[..., AbstractContextManager[ServerProcess]]
-
-
-def _binary() -> str:
-    try:
-        return find_server_binary(
-            "etcd", hint="run hack/test-servers.sh (apt-get install etcd-server)"
-        )
-    except MissingServerBinaryError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-def _serves(url: str) -> bool:
-    try:
-        with EtcdStorage.from_url(url) as store:
-            store.read("readiness-probe")
-    except LeaseNotFoundError:
-        return True
-    except StorageError:
-        return False
-    return True
+from mclease_core.testing import ServerProcess, etcd_server, server_or_fail
 
 
 @contextmanager
-def _start_etcd(
-    *extra: str, scheme: str = "http", probe_url: Callable[[int], str] | None = None
-) -> Iterator[ServerProcess]:
-    binary = _binary()
-    port, peer = free_port(), free_port()
-    url = probe_url(port) if probe_url else f"etcd://127.0.0.1:{port}/probe?timeout=1"
-
-    def ready() -> bool:
-        return _serves(url)
-
-    with tempfile.TemporaryDirectory(prefix="mclease-etcd-") as data:
-        command = [
-            binary, "--name", "test", "--data-dir", data,
-            "--listen-client-urls", f"{scheme}://127.0.0.1:{port}",
-            "--advertise-client-urls", f"{scheme}://127.0.0.1:{port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"test=http://127.0.0.1:{peer}",
-            "--logger", "zap", "--log-level", "error", *extra,
-        ]
-        with ServerProcess(command, port=port, name="etcd", ready=ready) as server:
-            yield server
+def _start_etcd(*extra: str, **options: Any) -> Iterator[ServerProcess]:
+    with server_or_fail(etcd_server(*extra, **options)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def start_etcd() -> StartEtcd:
+def start_etcd() -> Callable[..., AbstractContextManager[ServerProcess]]:
     """Start another etcd (``with start_etcd("--auth-token-ttl", "1") as server:``)."""
     return _start_etcd
 
 
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[ServerProcess]:
+@pytest.fixture(scope="session", name="etcd_server")
+def shared_etcd_server() -> Iterator[ServerProcess]:
     """One etcd shared by the tests that do not stop it."""
     with _start_etcd() as server:
         yield server

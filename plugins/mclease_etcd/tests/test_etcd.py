@@ -18,6 +18,7 @@ from mclease_core import (
     ConfigurationError,
     CorruptRecordError,
     LeaseConflictError,
+    LeaseNotFoundError,
     LeaseTiming,
     OutcomeUnknownError,
     StorageError,
@@ -157,10 +158,21 @@ def secure_etcd(
     with start_etcd(
         "--cert-file", pki / "server.pem", "--key-file", pki / "server.key",
         "--client-cert-auth", "--trusted-ca-file", pki / "ca.pem", "--auth-token-ttl", "1",
-        scheme="https", probe_url=lambda port: f"etcds://127.0.0.1:{port}/probe?{tls}",
+        scheme="https", ready=lambda port: _serves(f"etcds://127.0.0.1:{port}/probe?{tls}"),
     ) as server:
         _enable_authentication(pki, server)
         yield server, tls, pki
+
+
+def _serves(url: str) -> bool:
+    try:
+        with EtcdStorage.from_url(url) as store:
+            store.read("readiness-probe")
+    except LeaseNotFoundError:
+        return True
+    except StorageError:
+        return False
+    return True
 
 
 def _enable_authentication(pki: Path, server: ServerProcess) -> None:

@@ -6,10 +6,10 @@ import pytest
 
 from mclease_core import Storage
 from mclease_core.conformance import StorageConformance, StorageHarness
-from mclease_core.testing import ServerProcess, free_port
+from mclease_core.testing import FAKE_GCS_BUCKET, ServerProcess, free_port
 from mclease_gcs import GCSStorage
 
-BUCKET = "mclease-test"
+BUCKET = FAKE_GCS_BUCKET
 
 
 def gcs_url(address: str, path: str, options: str = "timeout=5&deadline=10") -> str:

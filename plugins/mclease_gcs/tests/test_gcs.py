@@ -26,6 +26,7 @@ from mclease_core import (
 )
 from mclease_core.conformance import sample_lease_data
 from mclease_core.testing import (
+    FAKE_GCS_BUCKET,
     LOOPBACK,
     ServerProcess,
     check_elector_takeover,
@@ -34,7 +35,7 @@ from mclease_core.testing import (
 )
 from mclease_gcs import GCSStorage
 
-BUCKET = "mclease-test"
+BUCKET = FAKE_GCS_BUCKET
 FIRST_RELEASE_WITH_DELETE_PRECONDITIONS = None  # fsouza/fake-gcs-server PR #2343, unreleased yet
 StartGCS = Callable[[], AbstractContextManager[ServerProcess]]
 

@@ -6,52 +6,28 @@ without it the tests fail, they do not skip.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
-from mclease_core.testing import (
-    MissingServerBinaryError,
-    ServerProcess,
-    find_server_binary,
-    free_port,
-)
-
-StartRedis = Callable[..., AbstractContextManager[ServerProcess]]
-
-
-def _binary() -> str:
-    try:
-        return find_server_binary(
-            "redis-server", hint="run hack/test-servers.sh (apt-get install redis-server)"
-        )
-    except MissingServerBinaryError as exc:
-        pytest.fail(str(exc), pytrace=False)
+from mclease_core.testing import ServerProcess, redis_server, server_or_fail
 
 
 @contextmanager
 def _start_redis(*extra: str) -> Iterator[ServerProcess]:
-    binary = _binary()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="mclease-redis-") as data:
-        command = [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", data,
-            "--save", "", "--appendonly", "no", "--daemonize", "no", *extra,
-        ]
-        with ServerProcess(command, port=port, name="redis-server") as server:
-            yield server
+    with server_or_fail(redis_server(*extra)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def start_redis() -> StartRedis:
+def start_redis() -> Callable[..., AbstractContextManager[ServerProcess]]:
     """Start another redis-server (``with start_redis("--requirepass", "pw") as server:``)."""
     return _start_redis
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[ServerProcess]:
+@pytest.fixture(scope="session", name="redis_server")
+def shared_redis_server() -> Iterator[ServerProcess]:
     """One redis-server shared by the tests that do not stop it."""
     with _start_redis() as server:
         yield server
