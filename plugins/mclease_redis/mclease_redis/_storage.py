@@ -88,15 +88,17 @@ class RedisStorage(Storage):
         """Open a store from a ``redis://`` or ``rediss://`` URL without connecting."""
         parts = urllib.parse.urlsplit(url)
         options = _parse_options(url, parts)
-        timeout = _timeout(url, options.pop("timeout", str(DEFAULT_TIMEOUT)))
         prefix = options.pop("prefix", DEFAULT_PREFIX)
         query = urllib.parse.urlencode(options)
-        try:
+        try:  # redis-py parses the options it knows, ``timeout`` (a float) among them
             kwargs = parse_url(  # type: ignore[no-untyped-call]
                 urllib.parse.urlunsplit(parts._replace(query=query))
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid redis URL {url!r}: {exc}") from exc
+        timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+        if not timeout > 0:
+            raise ConfigurationError(f"redis timeout must be > 0 seconds in {url!r}")
         pool = ConnectionPool(
             **kwargs,
             socket_timeout=timeout,
@@ -279,12 +281,3 @@ def _parse_options(url: str, parts: urllib.parse.SplitResult) -> dict[str, str]:
         raise ConfigurationError(f"TLS options need the rediss:// scheme in {url!r}")
     return options
 
-
-def _timeout(url: str, text: str) -> float:
-    try:
-        timeout = float(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"redis timeout must be a number of seconds in {url!r}") from exc
-    if not timeout > 0:
-        raise ConfigurationError(f"redis timeout must be > 0 seconds in {url!r}")
-    return timeout

@@ -57,7 +57,7 @@ def test_both_schemes_are_registered_through_the_entry_point() -> None:
         ("redis:///0", "expected redis://"),
         ("redis://host/zero", "database number"),
         ("redis://host/0?colour=blue", "unknown redis URL option"),
-        ("redis://host/0?timeout=soon", "number of seconds"),
+        ("redis://host/0?timeout=soon", "Invalid value for 'timeout'"),
         ("redis://host/0?timeout=0", "> 0"),
         ("redis://host/0?ssl_ca_certs=/ca.pem", "rediss://"),
     ],
