@@ -5,6 +5,7 @@ cloud SDK. Use :class:`MultiClusterLeaseLock` as the lock of ``kubernetes.leader
 :class:`CandidateElector` for release on stop, fencing tokens and re-campaigning.
 """
 
+from ._candidate import CandidateElector
 from ._lease_storage import CoordinationLeaseStorage
 from ._lock import Confirmation, MultiClusterLeaseLock, confirmation_bound, safety_margin
 from ._resource import (
@@ -29,6 +30,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "VERSION",
+    "CandidateElector",
     "Confirmation",
     "CoordinationLeaseStorage",
     "InvalidLeaseError",

@@ -1,0 +1,85 @@
+"""``CandidateElector`` with the real controller (in-process) on a real API server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mclease_core import ElectorCallbacks, LeadershipTerm
+from mclease_core.backends import MemoryStorage
+from mclease_core.controller import Controller, ControllerConfig
+from mclease_core.kube import CandidateElector, MultiClusterLeaseLock
+
+pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+TIMING = {"lease_duration": 6, "renew_deadline": 3, "retry_period": 1}
+
+
+@pytest.fixture
+def controller(mcl_cluster: Any, namespace: str) -> Iterator[Controller]:
+    config = ControllerConfig(
+        cluster="east",
+        namespaces=[namespace],
+        retry_period=0.5,
+        metrics_address=None,
+        health_address=None,
+    )
+    running = Controller(mcl_cluster.api_client(), MemoryStorage(uuid.uuid4().hex), config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        thread.join(10)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.started: list[LeadershipTerm] = []
+        self.stopped: list[str] = []
+        self.leaders: list[tuple[str, str]] = []
+        self.event = threading.Event()
+
+    def callbacks(self) -> ElectorCallbacks:
+        return ElectorCallbacks(
+            on_started_leading=lambda term: (self.started.append(term), self.event.set()),
+            on_stopped_leading=lambda term, why: self.stopped.append(why),
+            on_new_leader=lambda identity, cluster: self.leaders.append((identity, cluster)),
+        )
+
+
+def candidate(cluster: Any, namespace: str, identity: str, recorder: Recorder) -> CandidateElector:
+    lock = MultiClusterLeaseLock(
+        "job", namespace, identity, api_client=cluster.api_client(), **TIMING
+    )
+    return CandidateElector(lock, callbacks=recorder.callbacks())
+
+
+def test_leads_with_a_fencing_token_and_hands_over_on_stop(
+    mcl_cluster: Any, namespace: str, controller: Controller
+) -> None:
+    first, second = Recorder(), Recorder()
+    a = candidate(mcl_cluster, namespace, "pod-a", first).start()
+    assert first.event.wait(20), "pod-a was never confirmed"
+    assert first.started[0].fencing_token >= 1
+    assert a.is_leader()
+    b = candidate(mcl_cluster, namespace, "pod-b", second).start()
+    try:
+        assert not second.event.wait(3), "pod-b must not lead while pod-a renews"
+        stopped_at = time.monotonic()
+        a.stop(timeout=10)
+        assert first.stopped == ["elector stopped"]
+        assert second.event.wait(10), "pod-b did not take over after pod-a released"
+        handover = time.monotonic() - stopped_at
+        assert handover < TIMING["lease_duration"], f"handover took {handover:.2f}s: no release?"
+        assert second.started[0].fencing_token > first.started[0].fencing_token
+        assert ("pod-a", "east") in second.leaders
+    finally:
+        a.stop(timeout=10)
+        b.stop(timeout=10)
