@@ -2,11 +2,12 @@
 
 Records are native Lease objects (``kubectl get lease`` reads them, and client-go electors see a
 familiar record): ``holderIdentity``, ``leaseDurationSeconds``, ``acquireTime``, ``renewTime`` and
-``leaseTransitions`` live in the spec; the holder's cluster and the fencing token, which Lease has
-no field for, in annotations. The version is the object's ``resourceVersion`` (an etcd revision:
-it grows across delete and recreate), and compare-and-swap is the API server's optimistic
-concurrency. Object names are derived from the key (a DNS-1123 prefix plus a hash), so any key
-works; the key itself is kept in an annotation.
+``leaseTransitions`` live in the spec. What a Lease cannot hold exactly lives in annotations: the
+holder's cluster, the fencing token, a fractional lease duration (the spec gets it rounded up) and
+the times with the writer's UTC offset (the spec's MicroTime is UTC). The version is the object's
+``resourceVersion`` (an etcd revision: it grows across delete and recreate), and compare-and-swap
+is the API server's optimistic concurrency. Object names are derived from the key (a DNS-1123
+prefix plus a hash), so any key works; the key itself is kept in an annotation.
 
 Not a plugin backend: it needs a Kubernetes API client, not a URL. The controller uses it for
 ``--leader-elect``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,6 +40,9 @@ from ._resource import format_time
 ANNOTATION_KEY = "mclease.io/key"
 ANNOTATION_CLUSTER = "mclease.io/holder-cluster"
 ANNOTATION_TOKEN = "mclease.io/fencing-token"  # noqa: S105 - an annotation name
+ANNOTATION_DURATION = "mclease.io/lease-duration-seconds"
+ANNOTATION_RENEW = "mclease.io/renew-time"
+ANNOTATION_ACQUIRE = "mclease.io/acquire-time"
 _BACKEND = "kubernetes-lease"
 _T = TypeVar("_T")
 
@@ -75,11 +80,17 @@ class CoordinationLeaseStorage(Storage):
         return LeaseObject(data, _version_of(lease))
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
-        body = _to_lease(key, data, resource_version=str(version))
+        # A merge patch, not a PUT: a PUT of a missing Lease creates it, whatever resourceVersion
+        # it carries; a patch answers 404, and 409 when the resourceVersion is not current.
+        body = _patch_body(key, data, resource_version=str(version))
         lease = self._call(
             key,
-            lambda: self._api.replace_namespaced_lease(
-                object_name(key), self.namespace, body, _request_timeout=self.timeout
+            lambda: self._api.patch_namespaced_lease(
+                object_name(key),
+                self.namespace,
+                body,
+                _request_timeout=self.timeout,
+                _content_type="application/merge-patch+json",
             ),
             missing=LeaseConflictError,
         )
@@ -139,17 +150,43 @@ def _mapped(exc: ApiException, key: str, missing: type[StorageError]) -> Storage
     )
 
 
-def _to_lease(key: str, data: LeaseData, resource_version: str | None) -> k8s.V1Lease:
-    annotations = {ANNOTATION_KEY: key, ANNOTATION_CLUSTER: data.holder_cluster}
+def _patch_body(key: str, data: LeaseData, resource_version: str) -> dict[str, Any]:
+    annotations: dict[str, str | None] = {**_annotations(key, data)}
+    annotations.setdefault(ANNOTATION_TOKEN, None)  # null removes it in a merge patch
+    return {
+        "metadata": {"resourceVersion": resource_version, "annotations": annotations},
+        "spec": {
+            "holderIdentity": data.holder_identity,
+            "leaseDurationSeconds": max(1, math.ceil(data.lease_duration_seconds)),
+            "acquireTime": format_time(data.acquire_time),
+            "renewTime": format_time(data.renew_time),
+            "leaseTransitions": data.lease_transitions,
+        },
+    }
+
+
+def _annotations(key: str, data: LeaseData) -> dict[str, str]:
+    annotations = {
+        ANNOTATION_KEY: key,
+        ANNOTATION_CLUSTER: data.holder_cluster,
+        ANNOTATION_DURATION: repr(data.lease_duration_seconds),
+        ANNOTATION_RENEW: data.renew_time.isoformat(timespec="microseconds"),
+        ANNOTATION_ACQUIRE: data.acquire_time.isoformat(timespec="microseconds"),
+    }
     if data.fencing_token is not None:
         annotations[ANNOTATION_TOKEN] = str(data.fencing_token)
+    return annotations
+
+
+def _to_lease(key: str, data: LeaseData, resource_version: str | None) -> k8s.V1Lease:
+    annotations = _annotations(key, data)
     return k8s.V1Lease(
         metadata=k8s.V1ObjectMeta(
             name=object_name(key), annotations=annotations, resource_version=resource_version
         ),
         spec=k8s.V1LeaseSpec(
             holder_identity=data.holder_identity,
-            lease_duration_seconds=max(1, round(data.lease_duration_seconds)),
+            lease_duration_seconds=max(1, math.ceil(data.lease_duration_seconds)),
             acquire_time=data.acquire_time,
             renew_time=data.renew_time,
             lease_transitions=data.lease_transitions,
@@ -165,16 +202,18 @@ def _to_object(lease: Any, key: str) -> LeaseObject:
         data = LeaseData(
             holder_identity=spec.holder_identity or "",
             holder_cluster=annotations.get(ANNOTATION_CLUSTER, ""),
-            lease_duration_seconds=float(spec.lease_duration_seconds),
-            acquire_time=_aware(spec.acquire_time),
-            renew_time=_aware(spec.renew_time),
+            lease_duration_seconds=float(
+                annotations.get(ANNOTATION_DURATION) or spec.lease_duration_seconds
+            ),
+            acquire_time=_time(annotations.get(ANNOTATION_ACQUIRE), spec.acquire_time),
+            renew_time=_time(annotations.get(ANNOTATION_RENEW), spec.renew_time),
             lease_transitions=int(spec.lease_transitions or 0),
             fencing_token=int(token) if token is not None else None,
         )
         return LeaseObject(data, _version_of(lease))
     except (AttributeError, TypeError, ValueError) as exc:
         raise CorruptRecordError(
-            f"Lease {lease.metadata.name!r} is not an mclease record: {exc}; delete it",
+            f"Lease {lease.metadata.name!r} is a corrupt mclease record: {exc}; delete it",
             key=key,
             backend=_BACKEND,
         ) from exc
@@ -184,6 +223,12 @@ def _version_of(lease: k8s.V1Lease) -> int:
     if lease.metadata is None or lease.metadata.resource_version is None:
         raise StorageUnavailableError("the API server answered without a resourceVersion")
     return int(lease.metadata.resource_version)
+
+
+def _time(annotated: str | None, spec_value: Any) -> dt.datetime:
+    if annotated:
+        return dt.datetime.fromisoformat(annotated)
+    return _aware(spec_value)
 
 
 def _aware(value: Any) -> dt.datetime:
