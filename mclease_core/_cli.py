@@ -152,6 +152,12 @@ def _add_controller(commands: Any) -> None:
         help="elect one active replica with a coordination.k8s.io Lease",
     )
     controller.add_argument("--leader-elect-namespace", default="default")
+    controller.add_argument("--leader-elect-lease-duration", type=float, default=15.0,
+                            metavar="SECONDS")
+    controller.add_argument("--leader-elect-renew-deadline", type=float, default=10.0,
+                            metavar="SECONDS")
+    controller.add_argument("--leader-elect-retry-period", type=float, default=2.0,
+                            metavar="SECONDS")
     controller.add_argument("--log-format", choices=["text", "json"], default="text")
     controller.set_defaults(handler=_controller)
 
@@ -229,6 +235,11 @@ def _controller(args: argparse.Namespace) -> int:
         health_address=_address(args.health_address),
         leader_elect=args.leader_elect,
         leader_elect_namespace=args.leader_elect_namespace,
+        leader_elect_timing=LeaseTiming(
+            args.leader_elect_lease_duration,
+            args.leader_elect_renew_deadline,
+            args.leader_elect_retry_period,
+        ),
     )
     if args.kubeconfig is None and args.context is None and _in_cluster():
         kube_config.load_incluster_config()
