@@ -35,7 +35,7 @@ from ._decisions import (
     plan,
     track_candidate,
 )
-from ._metrics import Metrics
+from ._metrics import MeteredStorage, Metrics
 
 log = logging.getLogger("mclease.controller")
 
@@ -73,11 +73,11 @@ class Reconciler:
         if not cluster or "/" in cluster:
             raise ConfigurationError(f"cluster name must be non-empty without '/', got {cluster!r}")
         self.api = api
-        self.storage = storage
+        self.metrics = metrics or Metrics()
+        self.storage: Storage = MeteredStorage(storage, self.metrics)
         self.cluster = cluster
         self.retry_period = retry_period
         self.clock = clock
-        self.metrics = metrics or Metrics()
         self.events = events or (lambda view, kind, reason, message: None)
         self.request_timeout = request_timeout
         self._leases: dict[str, _LeaseState] = {}
@@ -196,9 +196,7 @@ class Reconciler:
         if decision.action is Action.CONTEND:
             if state.confirmed_generation == view.generation and elector.is_leader():
                 return view.holder_identity, ""  # this signal was renewed for already
-            started = time.monotonic()
             outcome = elector.step()
-            self._count("renew", started, outcome.error)
             if outcome.wrote:
                 state.confirmed_generation = view.generation
                 return view.holder_identity, ""
@@ -214,10 +212,7 @@ class Reconciler:
                     timing=elector.timing,
                     clock=self.clock,
                 )
-            started = time.monotonic()
-            released = releaser.release()
-            self._count("release", started, releaser.last_error)
-            if released:
+            if releaser.release():
                 self.events(
                     view,
                     "Normal",
@@ -231,19 +226,11 @@ class Reconciler:
         return "", self._observe(elector)
 
     def _observe(self, elector: LeaderElector) -> str:
-        started = time.monotonic()
         try:
             elector.observe()
         except StorageError as exc:
-            self._count("read", started, exc)
             return str(exc)
-        self._count("read", started, None)
         return ""
-
-    def _count(self, operation: str, started: float, error: StorageError | None) -> None:
-        self.metrics.storage_seconds.labels(operation).observe(time.monotonic() - started)
-        if error is not None:
-            self.metrics.storage_errors.labels(operation, type(error).__name__).inc()
 
     # ----- writes to the API server --------------------------------------------------------------
 

@@ -164,3 +164,31 @@ def test_deletion_keeps_the_finalizer_until_the_candidate_is_stale(harness: Harn
     with pytest.raises(k8s.ApiException) as info:
         harness.object()
     assert info.value.status == 404
+
+
+def test_the_metrics_count_one_store_write_per_renewal(harness: Harness) -> None:
+    registry = harness.reconciler.metrics.registry
+
+    def operations(kind: str) -> float:
+        value = registry.get_sample_value(
+            "mclease_storage_operation_seconds_count", {"operation": kind}
+        )
+        return value or 0.0
+
+    harness.reconcile()
+    harness.signal()
+    harness.reconcile()
+    before = {kind: operations(kind) for kind in ("read", "update", "create")}
+    for _ in range(4):
+        harness.clock.advance(1.0)
+        harness.signal()
+        harness.reconcile()
+    assert operations("update") - before["update"] == 4
+    assert operations("read") == before["read"]
+    assert operations("create") == before["create"]
+    assert (
+        registry.get_sample_value(
+            "mclease_lease_leader_here", {"namespace": harness.namespace, "name": "job"}
+        )
+        == 1
+    )
