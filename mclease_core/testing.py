@@ -29,6 +29,7 @@ installs servers (see ``hack/test-servers.sh``). Servers bind to loopback only.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -401,8 +402,6 @@ def fake_gcs_server(binary: str | None = None) -> Iterator[ServerProcess]:
 
 
 def _sample(holder: str) -> LeaseData:
-    import datetime as dt
-
     moment = dt.datetime.now(dt.UTC)
     return LeaseData(holder, 15.0, moment, moment, holder_cluster="test")
 
@@ -431,10 +430,10 @@ def check_outage_and_recovery(
     ``unavailable_within`` seconds. Then start it again: the same ``store`` object must work
     again within ``recover_within`` seconds. Returns the measured seconds per operation.
 
-    The server must keep its data across the restart or not: the check only needs the store to
-    answer again. Writes on a stopped server may instead raise :class:`OutcomeUnknownError`
-    only if the backend cannot tell that nothing was sent; a stopped server refuses connections,
-    so :class:`StorageUnavailableError` is expected and required here.
+    A stopped server refuses connections, so nothing can have been sent and every operation,
+    writes included, must raise :class:`StorageUnavailableError` (not
+    :class:`OutcomeUnknownError`). The server may lose its data with the restart: the check only
+    needs the store to answer again.
     """
     created = store.create(key, _sample("before-outage"))
     server.stop()

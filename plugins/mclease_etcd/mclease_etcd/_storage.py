@@ -165,12 +165,13 @@ class EtcdStorage(Storage):
     def _run(self, key: str, write: bool, operation: Callable[[Any], _T]) -> _T:
         """Run ``operation`` on the client, re-authenticating once if etcd expired our token."""
         with self._errors(key, write):
+            client = self._connect()
             try:
-                return operation(self._connect())
+                return operation(client)
             except grpc.RpcError as exc:
                 if not _token_expired(exc):
                     raise
-            self.close()
+            self._forget(client)  # etcd refused the token before acting: safe to retry once
             return operation(self._connect())
 
     def _connect(self) -> Any:
@@ -178,6 +179,13 @@ class EtcdStorage(Storage):
             if self._client is None:
                 self._client = self._new_client()
             return self._client
+
+    def _forget(self, client: Any) -> None:
+        """Drop ``client`` so the next call authenticates anew. It is not closed: other threads
+        may still be using it; its channel closes when it is collected."""
+        with self._lock:
+            if self._client is client:
+                self._client = None
 
     def _new_client(self) -> Any:
         config, credentials = self.config, self._credentials

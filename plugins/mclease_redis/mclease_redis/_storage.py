@@ -216,9 +216,11 @@ class RedisStorage(Storage):
 
     def _command(self, *args: Any) -> Any:
         """Send one command on a pooled connection. Connecting errors propagate as
-        :class:`_NotSent`; errors after sending propagate unchanged."""
+        :class:`_NotSentError`; errors after sending propagate unchanged."""
         try:
             connection = self._pool.get_connection()
+        except redis.AuthenticationError:
+            raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise _NotSentError(str(exc)) from exc
         try:
@@ -238,6 +240,11 @@ class RedisStorage(Storage):
             yield
         except StorageError:
             raise
+        except redis.AuthenticationError as exc:
+            raise StorageError(
+                f"Redis at {where} refused the credentials: {exc}; check the URL's user and "
+                "password", key=key, backend=self.scheme,
+            ) from exc
         except _NotSentError as exc:
             raise StorageUnavailableError(
                 f"cannot reach Redis at {where}: {exc}", key=key, backend=self.scheme

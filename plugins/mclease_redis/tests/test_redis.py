@@ -16,6 +16,7 @@ from mclease_core import (
     LeaseConflictError,
     LeaseTiming,
     OutcomeUnknownError,
+    StorageError,
     StorageUnavailableError,
     load_backends,
 )
@@ -101,13 +102,18 @@ def test_keys_are_readable_with_redis_cli(redis_server: ServerProcess) -> None:
 
 
 def test_scripts_run_on_a_cluster_node_without_crossslot(start_redis: StartRedis) -> None:
-    """A one-node Redis Cluster still refuses scripts whose keys span slots."""
+    """A one-node Redis Cluster still refuses scripts whose keys span slots (and a password is
+    checked: a wrong one is a clear, non-retryable error)."""
     with start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-port", str(free_port()), "--requirepass", "pw") as server:
         raw = _raw_client(server, password="pw")
         raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_until(lambda: b"cluster_state:ok" in raw.execute_command("CLUSTER", "INFO"),
                    timeout=10, message="the one-node cluster to be ready")
+        with RedisStorage.from_url(f"redis://:wrong@{server.address}/0") as store, \
+                pytest.raises(StorageError, match="refused the credentials") as info:
+            store.read("a")
+        assert not info.value.retryable
         with RedisStorage.from_url(f"redis://:pw@{server.address}/0?prefix=c") as store:
             for key in ("a", "b/c", "{x}y", "ünï"):
                 created = store.create(key, sample_lease_data())
