@@ -10,10 +10,11 @@ Every call is bounded by :func:`confirmation_bound`, measured on the monotonic c
 start of the call, and a confirmation seen after the bound is refused. Why that keeps two leaders
 apart (docs/safety.md, rule 4): the controller renews the global lease only after it saw our
 signal, so another cluster can take the lease over no earlier than ``D`` after the signal, which
-is after the call started at ``t0``. A standard elector keeps acting at most ``P + R`` after its
-last successful call returned (it sleeps ``P``, then retries for ``R``, and its last, failing try
-lasts up to one bound ``C``), and that call returned by ``t0 + C``. So it stops by
-``t0 + 2C + P + R``, and ``2C + P + R + margin = D`` keeps that before ``t0 + D``.
+is after the call started at ``t0``. After its last successful call returned (by ``t0 + C``), the
+standard Python elector sleeps ``P``, retries until ``R`` has passed, and its last, failing try
+(up to ``C``) is followed by one more sleep of ``P`` before it notices the deadline and calls
+``onstopped_leading``. So it stops by ``t0 + 2C + 2P + R``, and ``2C + 2P + R + margin = D`` keeps
+that before ``t0 + D``.
 
 Not here: the election loop (``kubernetes.leaderelection.LeaderElection``, or our
 :class:`~mclease_core.kube.CandidateElector`), and the controller.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,23 +50,29 @@ def safety_margin(timing: LeaseTiming) -> float:
 
 
 def confirmation_bound(timing: LeaseTiming) -> float:
-    """The longest one lock call may take, so that ``2C + P + R + margin <= D``.
+    """The longest one lock call may take, so that ``2C + 2P + R + margin <= D``.
 
     Raises :class:`ValueError` when the timings leave less than :data:`MIN_CALL_BOUND`.
     """
     margin = safety_margin(timing)
-    spare = timing.lease_duration - timing.renew_deadline - timing.retry_period - margin
+    spare = timing.lease_duration - timing.renew_deadline - 2 * timing.retry_period - margin
     bound = spare / 2
     if bound < MIN_CALL_BOUND:
-        needed = timing.renew_deadline + timing.retry_period + margin + 2 * MIN_CALL_BOUND
         raise ValueError(
             f"lease_duration {timing.lease_duration:g}s is too short for renew_deadline "
-            f"{timing.renew_deadline:g}s + retry_period {timing.retry_period:g}s: a candidate "
+            f"{timing.renew_deadline:g}s and retry_period {timing.retry_period:g}s: a candidate "
             f"could still act after another cluster takes over. Use lease_duration >= "
-            f"{needed:g}s or shorten the other two (rule: 2 x call bound + retry_period + "
-            f"renew_deadline + margin <= lease_duration)"
+            f"{_shortest_lease_duration(timing):g}s or shorten the other two (rule: 2 x call "
+            "bound + 2 x retry_period + renew_deadline + margin <= lease_duration)"
         )
     return bound
+
+
+def _shortest_lease_duration(timing: LeaseTiming) -> int:
+    """The smallest whole number of seconds that leaves the minimum call bound."""
+    needed = timing.renew_deadline + 2 * timing.retry_period + 2 * MIN_CALL_BOUND
+    # margin = max(0.5, D / 10): solve D - margin >= needed for both branches
+    return math.ceil(max(needed + 0.5, needed / 0.9) - 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +99,7 @@ class MultiClusterLeaseLock:
         namespace: str,
         identity: str,
         *,
-        lease_duration: float = 15,
+        lease_duration: float = 20,
         renew_deadline: float = 10,
         retry_period: float = 2,
         api_client: k8s.ApiClient | None = None,

@@ -17,7 +17,7 @@ from mclease_core.kube import CandidateElector, MultiClusterLeaseLock
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
-TIMING = {"lease_duration": 6, "renew_deadline": 3, "retry_period": 1}
+TIMING = {"lease_duration": 6, "renew_deadline": 2, "retry_period": 1}
 
 
 @pytest.fixture

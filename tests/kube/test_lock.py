@@ -21,7 +21,7 @@ from mclease_core.kube._lock import safety_margin
 
 pytestmark = pytest.mark.kube
 
-TIMING = {"lease_duration": 6, "renew_deadline": 3, "retry_period": 1}
+TIMING = {"lease_duration": 6, "renew_deadline": 2, "retry_period": 1}
 
 
 def make_lock(cluster: Any, namespace: str, identity: str = "pod-a") -> MultiClusterLeaseLock:
@@ -188,13 +188,26 @@ def test_get_reports_a_missing_object_as_404(mcl_cluster: Any, namespace: str) -
 
 class TestTimingRules:
     def test_the_call_bound_leaves_the_margin(self) -> None:
-        timing = LeaseTiming(6, 3, 1)
+        timing = LeaseTiming(6, 2, 1)
         bound = confirmation_bound(timing)
-        assert 2 * bound + 1 + 3 + safety_margin(timing) == pytest.approx(6)
+        assert bound == pytest.approx(0.7)
+        assert 2 * bound + 2 * 1 + 2 + safety_margin(timing) == pytest.approx(6)
 
     def test_timings_without_room_for_a_call_are_refused(self) -> None:
         with pytest.raises(ValueError, match="lease_duration 5s is too short"):
-            confirmation_bound(LeaseTiming(5, 3.5, 1))
+            confirmation_bound(LeaseTiming(5, 2.5, 1))
+
+    @pytest.mark.parametrize(("renew", "retry"), [(10, 2), (3, 1), (2.5, 1), (30, 5)])
+    def test_the_suggested_lease_duration_is_enough(self, renew: float, retry: float) -> None:
+        with pytest.raises(ValueError, match=r"Use lease_duration >= (\d+)s") as info:
+            confirmation_bound(LeaseTiming(renew + 0.5, renew, retry))
+        suggested = int(info.value.args[0].split(">= ")[1].split("s")[0])
+        assert confirmation_bound(LeaseTiming(suggested, renew, retry)) >= 0.25
+        with pytest.raises(ValueError):
+            confirmation_bound(LeaseTiming(suggested - 1, renew, retry))
+
+    def test_the_default_timings_are_valid(self) -> None:
+        assert MultiClusterLeaseLock("job", "ns", "pod-a").call_bound == pytest.approx(2.0)
 
     @pytest.mark.parametrize("identity", ["", "east/pod-a"])
     def test_identities_must_be_bare(self, identity: str) -> None:
