@@ -48,6 +48,7 @@ from ._errors import (
 )
 from ._instrumented import CountingStorage
 from ._storage import LeaseData, LeaseObject, Storage, validate_key
+from ._watchdog import TermWatchdog, call_safely
 
 log = logging.getLogger("mclease.elector")
 
@@ -141,10 +142,11 @@ class LeaderElector:
         self.last_error: StorageError | None = None
 
         self._stopping = threading.Event()
-        self._term_changed = threading.Event()
+        self._watchdog = TermWatchdog(
+            self._term_deadline, self.check_deadline, clock, f"mclease-watchdog-{name}"
+        )
         self._running = False
         self._thread: threading.Thread | None = None
-        self._watchdog: threading.Thread | None = None
 
     @property
     def me(self) -> Holder:
@@ -320,7 +322,7 @@ class LeaderElector:
                     self.name, self.identity, self.cluster, written.fencing_token, sent
                 )
                 self._term = _Term(started, deadline)
-            self._term_changed.set()
+            self._watchdog.wake()
         self._report_leader(written)
         if started is not None:
             log.info(
@@ -344,7 +346,7 @@ class LeaderElector:
             if self._term is not term:
                 return
             self._term = None
-            self._term_changed.set()
+            self._watchdog.wake()
         level = logging.INFO if deliberate else logging.WARNING
         log.log(level, "lease %r: stopped leading: %s", self.name, reason)
         self._call(self.callbacks.on_stopped_leading, term.public, reason)
@@ -388,9 +390,6 @@ class LeaderElector:
 
     def run(self) -> None:
         """Campaign and lead until :meth:`stop`; then end the term and, by default, release."""
-        self._watchdog = threading.Thread(
-            target=self._watch, name=f"mclease-watchdog-{self.name}", daemon=True
-        )
         self._watchdog.start()
         self._running = True
         try:
@@ -401,7 +400,7 @@ class LeaderElector:
         finally:
             self._running = False
             self._stopping.set()
-            self._term_changed.set()
+            self._watchdog.stop()
             with self._lock:
                 term = self._term
             if term is not None:
@@ -429,14 +428,9 @@ class LeaderElector:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _watch(self) -> None:
-        while not self._stopping.is_set():
-            with self._lock:
-                term = self._term
-            timeout = None if term is None else max(0.0, term.deadline - self.clock.monotonic())
-            self._term_changed.wait(timeout)
-            self._term_changed.clear()
-            self.check_deadline()
+    def _term_deadline(self) -> float | None:
+        with self._lock:
+            return self._term.deadline if self._term is not None else None
 
     # ----- helpers -------------------------------------------------------------------------------
 
@@ -456,14 +450,7 @@ class LeaderElector:
         log.warning("lease %r: storage error: %s", self.name, exc)
 
     def _call(self, callback: Callable[..., None] | None, *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            callback(*args)
-        except Exception:
-            log.exception(
-                "lease %r: callback %s failed", self.name, getattr(callback, "__name__", callback)
-            )
+        call_safely(log, f"lease {self.name!r}", callback, *args)
 
 
 def _check_capabilities(storage: Storage, timing: LeaseTiming) -> None:

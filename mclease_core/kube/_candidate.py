@@ -19,8 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from .._elector import ElectorCallbacks, LeadershipTerm
+from .._watchdog import TermWatchdog, call_safely
 from ._lock import MultiClusterLeaseLock
 
 log = logging.getLogger("mclease.candidate")
@@ -53,7 +56,9 @@ class CandidateElector:
         self._observed_at = 0.0
         self._reported: str | None = None
         self._stopping = threading.Event()
-        self._changed = threading.Event()
+        self._watchdog = TermWatchdog(
+            self._term_deadline, self.check_deadline, self.clock, "mclease-candidate-watchdog"
+        )
         self._thread: threading.Thread | None = None
 
     # ----- state -----------------------------------------------------------------------------
@@ -128,7 +133,7 @@ class CandidateElector:
                     confirmation.signalled_at,
                 )
                 self._term = _Term(started, deadline)
-            self._changed.set()
+            self._watchdog.wake()
         if started is not None:
             log.info(
                 "%s: started leading (fencing token %d)",
@@ -154,24 +159,21 @@ class CandidateElector:
             if self._term is not term:
                 return
             self._term = None
-            self._changed.set()
+            self._watchdog.wake()
         log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
         self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     # ----- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        watchdog = threading.Thread(
-            target=self._watch, name="mclease-candidate-watchdog", daemon=True
-        )
-        watchdog.start()
+        self._watchdog.start()
         try:
             while not self._stopping.is_set():
                 self.try_acquire_or_renew()
                 self._stopping.wait(self.timing.retry_period)
         finally:
             self._stopping.set()
-            self._changed.set()
+            self._watchdog.stop()
             self._end_if_leading("elector stopped")
             if self.release_on_stop:
                 self.lock.release()
@@ -188,19 +190,9 @@ class CandidateElector:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _watch(self) -> None:
-        while not self._stopping.is_set():
-            with self._lock:
-                term = self._term
-            timeout = None if term is None else max(0.0, term.deadline - self.clock.monotonic())
-            self._changed.wait(timeout)
-            self._changed.clear()
-            self.check_deadline()
+    def _term_deadline(self) -> float | None:
+        with self._lock:
+            return self._term.deadline if self._term is not None else None
 
-    def _call(self, callback: object, *args: object) -> None:
-        if callback is None or not callable(callback):
-            return
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("%s: callback failed", self.lock.describe())
+    def _call(self, callback: Callable[..., None] | None, *args: Any) -> None:
+        call_safely(log, self.lock.describe(), callback, *args)
