@@ -36,7 +36,7 @@ from mclease_core.testing import (
 from mclease_gcs import GCSStorage
 
 BUCKET = FAKE_GCS_BUCKET
-FIRST_RELEASE_WITH_DELETE_PRECONDITIONS = None  # fsouza/fake-gcs-server PR #2343, unreleased yet
+FIRST_RELEASE_WITH_DELETE_PRECONDITIONS: str | None = None  # PR #2343: set to "x.y.z" once released
 StartGCS = Callable[[], AbstractContextManager[ServerProcess]]
 
 
@@ -137,7 +137,7 @@ def test_the_emulator_honours_delete_preconditions(
     Strict xfail: once hack/fake-gcs-server.sh pins a release with the fix, this passes, the
     xfail turns into a failure, and the marker must go.
     """
-    if FIRST_RELEASE_WITH_DELETE_PRECONDITIONS is None and fake_gcs_version is not None:
+    if fake_gcs_version is not None and not _has_delete_preconditions(fake_gcs_version):
         request.applymarker(pytest.mark.xfail(
             strict=True,
             reason=f"fake-gcs-server {fake_gcs_version} predates PR #2343 (no release has it yet)",
@@ -151,6 +151,12 @@ def test_the_emulator_honours_delete_preconditions(
     with GCSStorage.from_url(_url(gcs_server.address, "emulator")) as store:
         assert store.read("lease") == current, "a stale conditional DELETE removed the object"
     assert answer.status_code == 412
+
+
+def _has_delete_preconditions(version: str) -> bool:
+    first = FIRST_RELEASE_WITH_DELETE_PRECONDITIONS
+    as_tuple = lambda text: tuple(int(part) for part in text.split("."))  # noqa: E731
+    return first is not None and as_tuple(version) >= as_tuple(first)
 
 
 def test_garbage_content_raises_the_corrupt_error(gcs_server: ServerProcess) -> None:
