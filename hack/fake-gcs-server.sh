@@ -57,11 +57,19 @@ build() {
   log "built in $((SECONDS - start))s: ${BIN}"
 }
 
+# One build at a time (parallel make targets, two checkouts sharing MCLEASE_BIN_CACHE).
+locked_build() {
+  mkdir -p "$(dirname "${DIR}")"
+  exec 9>"${DIR}.lock"
+  command -v flock >/dev/null && flock 9
+  is_built || build
+}
+
 main() {
   case "${1:-}" in
     --path) echo "${BIN}" ;;
     --check) is_built || die "no fake-gcs-server at ${BIN}; run hack/test-servers.sh"; echo "${BIN}" ;;
-    "") is_built || build; echo "${BIN}" ;;
+    "") is_built || locked_build; echo "${BIN}" ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
