@@ -215,7 +215,8 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=self.env,
             cwd=self.cwd,
-            start_new_session=True,  # a Ctrl-C of the test run does not hit the server first
+            # Same process group as the test run: whatever kills the run's group (a CI timeout,
+            # Ctrl-C) also ends its servers, even when no fixture gets to stop them.
         )
         try:
             self._wait_until_accepting()
