@@ -12,8 +12,9 @@ the same for its own store::
         ...  # server.stop() / server.start() / server.pause() to test outages
 
 :class:`ServerProcess` starts a command, waits until its TCP port accepts connections, and on exit
-terminates it (then kills it) and waits for it, so no server outlives the test run. When start-up
-fails it raises :class:`ServerStartError` with the tail of the server's log.
+terminates it (then kills it) and waits for it, so no server outlives the test run; servers stay
+in the run's process group, so killing the group takes them along too. When start-up fails it
+raises :class:`ServerStartError` with the tail of the server's log.
 
 :func:`redis_server`, :func:`etcd_server` and :func:`fake_gcs_server` start the three servers the
 project's plugins test against, configured for tests (loopback, no persistence beyond the run).
@@ -63,6 +64,7 @@ __all__ = [
     "fake_gcs_server_binary",
     "find_server_binary",
     "free_port",
+    "port_accepts",
     "redis_server",
     "server_or_fail",
     "wait_until",
