@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
 LINTED := mclease_core tests bench demo $(PLUGINS)
 
-.PHONY: dev demo test test-fast lint bench clean kube-assets test-e2e-kind
+.PHONY: dev demo test test-fast lint bench clean kube-assets test-servers test-e2e-kind
 
 ## dev: create .venv with the core and every plugin installed editable, plus the test tools
 dev: $(VENV)/.installed
@@ -26,16 +26,20 @@ demo: dev
 ## lint: ruff on everything, mypy --strict on the packages
 lint: dev
 	$(VENV)/bin/ruff check $(LINTED)
-	$(VENV)/bin/mypy --strict mclease_core
+	$(VENV)/bin/mypy --strict mclease_core $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
 
-## test: lint, then every test (builds or finds the test servers first)
-test: dev lint kube-assets
+## test: lint, then every test (installs or builds the test servers first)
+test: dev lint test-servers kube-assets
 	$(PY) -m pytest
 
 ## kube-assets: kube-apiserver, etcd and kubectl for tests/kube (KUBEBUILDER_ASSETS if set,
 ## else built from the Go module proxy into ~/.cache/mclease/kube-assets; ~14 min cold, instant warm)
 kube-assets:
 	hack/kube-assets.sh >/dev/null
+
+## test-servers: redis-server, etcd (apt) and fake-gcs-server (Go module proxy, ~4 min cold)
+test-servers:
+	hack/test-servers.sh
 
 ## test-e2e-kind: the e2e tests on a kind cluster (needs Docker and kind; not available on CI here)
 test-e2e-kind:
@@ -46,8 +50,9 @@ test-fast: dev
 	$(PY) -m pytest -m "not slow"
 
 ## bench: benchmarks; prints tables and writes bench/results/*.json
-bench: dev
+bench: dev test-servers kube-assets
 	$(PY) bench/storage.py
+	$(PY) bench/backends.py
 
 clean:
 	rm -rf $(VENV) bench/results .mypy_cache .ruff_cache .hypothesis

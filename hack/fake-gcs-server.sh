@@ -3,7 +3,7 @@
 #
 # What it does:
 #   * Builds github.com/fsouza/fake-gcs-server at FAKE_GCS_VERSION from the Go module proxy into
-#     a git-ignored cache, .cache/bin/fake-gcs-server-<version>/fake-gcs-server, and prints the
+#     a cache, ~/.cache/mclease/bin/fake-gcs-server-<version>/fake-gcs-server, and prints the
 #     path of the binary on stdout.
 #   * A stamp file keyed by the version makes a warm run cost nothing (no go invocation).
 #
@@ -27,7 +27,8 @@ FAKE_GCS_VERSION="${MCLEASE_FAKE_GCS_VERSION:-1.56.1}"
 MODULE="github.com/fsouza/fake-gcs-server"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="${MCLEASE_BIN_CACHE:-${ROOT}/.cache/bin}/fake-gcs-server-${FAKE_GCS_VERSION}"
+# Outside the clone by default, so fresh clones (CI) on one machine share one build.
+DIR="${MCLEASE_BIN_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/mclease/bin}/fake-gcs-server-${FAKE_GCS_VERSION}"
 BIN="${DIR}/fake-gcs-server"
 
 log() { echo "fake-gcs-server.sh: $*" >&2; }

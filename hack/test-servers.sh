@@ -6,7 +6,7 @@
 #   * apt packages: redis-server (mclease_redis), etcd-server (mclease_etcd), openssl (the etcd
 #     TLS test makes its own certificates). apt-get update runs only if something is missing.
 #   * fake-gcs-server (mclease_gcs), built from the Go module proxy by hack/fake-gcs-server.sh into
-#     .cache/bin/fake-gcs-server-<version>/ (about 4 minutes the first time on 2 cores).
+#     ~/.cache/mclease/bin/fake-gcs-server-<version>/ (about 4 minutes the first time on 2 cores).
 #
 # What it is not: it starts no server. The tests' fixtures start each server on 127.0.0.1 and a
 # free port and stop it afterwards. Needs root (or sudo) for apt, as on CI.
