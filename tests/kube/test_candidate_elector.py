@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from mclease_core import ElectorCallbacks, LeadershipTerm
 from mclease_core.backends import MemoryStorage
@@ -80,6 +81,11 @@ def test_leads_with_a_fencing_token_and_hands_over_on_stop(
         assert handover < TIMING["lease_duration"], f"handover took {handover:.2f}s: no release?"
         assert second.started[0].fencing_token > first.started[0].fencing_token
         assert ("pod-a", "east") in second.leaders
+        events = k8s.CoreV1Api(mcl_cluster.api_client()).list_namespaced_event(namespace).items
+        reasons = [(event.reason, event.message) for event in events]
+        assert ("LeaderChanged", "global leader is now pod-a") in reasons
+        assert ("LeaderChanged", "global leader is now pod-b") in reasons
+        assert any(reason == "Released" for reason, _ in reasons)
     finally:
         a.stop(timeout=10)
         b.stop(timeout=10)
