@@ -1,0 +1,194 @@
+"""An application pod, as a process: the standard Python elector with ``MultiClusterLeaseLock``.
+
+For: the end-to-end tests and the multi-cluster demo. It campaigns forever with
+``kubernetes.leaderelection.LeaderElection`` unchanged (a new ``LeaderElection`` after each lost
+term, since the standard elector returns after one). While it leads, its "work" appends a
+heartbeat line ``<time.monotonic()> <identity> <term>`` to ``--heartbeats`` every 20 ms;
+``CLOCK_MONOTONIC`` is shared by all processes of the machine, so the spans of these lines are
+the leadership intervals, also when the process is killed with -9.
+
+``--events`` gets one line per lock call and per callback, on the same clock::
+
+    call <start> <end> <ok> <get|create|update>  every lock call and its answer (for create and
+                                                update, ok means confirmed)
+    started <t> <term>                          onstarted_leading ran
+    stopped <t> <term>                          onstopped_leading returned (the work has stopped)
+    released <t> <ok>                           after SIGTERM: the empty holder written (or not)
+
+SIGTERM is a graceful stop: stop the work (no heartbeat after this), then
+``MultiClusterLeaseLock.release()`` writes an empty ``spec.holderIdentity`` so the controller
+releases the global lease at once, then exit 0.
+
+Not for: production use (it is a test double of an application), nor anything the lock or the
+elector should do themselves: the lock is subclassed only to record its calls' timing and result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from kubernetes import config as kube_config
+from kubernetes.leaderelection import electionconfig, leaderelection
+
+from mclease_core.kube import MultiClusterLeaseLock
+
+HEARTBEAT_INTERVAL = 0.02
+
+
+class Terminated(Exception):
+    """Raised in the main thread by the SIGTERM handler to leave the election loop."""
+
+
+class Events:
+    """Append-only event lines on the monotonic clock, flushed at once."""
+
+    def __init__(self, path: Path):
+        self._file: IO[str] = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+
+    def write(self, *fields: object) -> None:
+        with self._lock:
+            self._file.write(" ".join(str(f) for f in fields) + "\n")
+            self._file.flush()
+
+
+class RecordingLock(MultiClusterLeaseLock):
+    """The product's lock, unchanged, with each create/update call's timing written down."""
+
+    events: Events
+
+    def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        started = time.monotonic()
+        found, record = super().get(name, namespace)
+        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(found), "get")
+        return found, record
+
+    def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        started = time.monotonic()
+        ok = super().create(name, namespace, election_record)
+        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(ok), "create")
+        return ok
+
+    def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        started = time.monotonic()
+        ok = super().update(name, namespace, updated_record)
+        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(ok), "update")
+        return ok
+
+
+class Term:
+    """One election round's work: heartbeats from ``onstarted_leading`` until :meth:`stop`.
+
+    A round's ``onstarted_leading`` runs in a thread the elector starts, which may begin only
+    after the round already ended; :meth:`stop` makes such a late start a no-op.
+    """
+
+    def __init__(self, number: int, identity: str, heartbeats: Path, events: Events):
+        self.number = number
+        self.identity = identity
+        self.heartbeats = heartbeats
+        self.events = events
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._started = False
+
+    def run(self) -> None:
+        """``onstarted_leading``: runs in the elector's thread until :meth:`stop`."""
+        with self._guard:
+            if self._stop.is_set():
+                return
+            self._started = True
+        self.events.write("started", f"{time.monotonic():.6f}", self.number)
+        try:
+            with self.heartbeats.open("a", buffering=1) as out:
+                while not self._stop.is_set():
+                    out.write(f"{time.monotonic():.6f} {self.identity} {self.number}\n")
+                    out.flush()
+                    self._stop.wait(HEARTBEAT_INTERVAL)
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        """Returns only once this round can write no further heartbeat."""
+        with self._guard:
+            self._stop.set()
+            started = self._started
+        if started:
+            self._done.wait()
+
+    def on_stopped(self) -> None:
+        """``onstopped_leading``."""
+        self.stop()
+        self.events.write("stopped", f"{time.monotonic():.6f}", self.number)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--name", required=True, help="the MultiClusterLease name")
+    parser.add_argument("--identity", required=True)
+    parser.add_argument("--heartbeats", type=Path, required=True)
+    parser.add_argument("--events", type=Path, required=True)
+    parser.add_argument("--lease-duration", type=int, default=6)
+    parser.add_argument("--renew-deadline", type=int, default=2)
+    parser.add_argument("--retry-period", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {args.identity} %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    events = Events(args.events)
+    api_client = kube_config.new_client_from_config(config_file=args.kubeconfig)
+    lock = RecordingLock(
+        args.name,
+        args.namespace,
+        args.identity,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+        api_client=api_client,
+    )
+    lock.events = events
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    term: Term | None = None
+    try:
+        for number in itertools.count(1):
+            term = Term(number, args.identity, args.heartbeats, events)
+            config = electionconfig.Config(
+                lock,
+                args.lease_duration,
+                args.renew_deadline,
+                args.retry_period,
+                onstarted_leading=term.run,
+                onstopped_leading=term.on_stopped,
+            )
+            leaderelection.LeaderElection(config).run()
+    except Terminated:
+        # Stop the work first, then tell the controller: the next leader may start at once.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if term is not None:
+            term.stop()
+        released = lock.release()
+        events.write("released", f"{time.monotonic():.6f}", int(released))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
