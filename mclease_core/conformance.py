@@ -187,6 +187,17 @@ class StorageConformance:
         assert storage.read("lease") == updated
         assert updated.data.holder_identity == "b"
 
+    def test_an_update_that_changes_nothing_still_gets_a_new_version(
+        self, storage: Storage
+    ) -> None:
+        """A version is never handed out twice, even for identical bytes (stores that skip
+        no-op writes, like the Kubernetes API server, must force a change)."""
+        created = storage.create("lease", sample_lease_data())
+        same = storage.update("lease", sample_lease_data(), version=created.version)
+        assert same.version > created.version
+        with pytest.raises(LeaseConflictError):
+            storage.update("lease", sample_lease_data(), version=created.version)
+
     def test_stale_update_is_rejected(self, storage: Storage) -> None:
         created = storage.create("lease", sample_lease_data("a"))
         current = storage.update("lease", sample_lease_data("b"), version=created.version)

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import math
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +44,9 @@ ANNOTATION_TOKEN = "mclease.io/fencing-token"  # noqa: S105 - an annotation name
 ANNOTATION_DURATION = "mclease.io/lease-duration-seconds"
 ANNOTATION_RENEW = "mclease.io/renew-time"
 ANNOTATION_ACQUIRE = "mclease.io/acquire-time"
+ANNOTATION_WRITE = "mclease.io/write-id"
+"""A fresh value on every write: the API server keeps the resourceVersion of an unchanged object,
+and the storage contract needs every successful write to produce a new, larger version."""
 _BACKEND = "kubernetes-lease"
 _T = TypeVar("_T")
 
@@ -172,6 +176,7 @@ def _annotations(key: str, data: LeaseData) -> dict[str, str]:
         ANNOTATION_DURATION: repr(data.lease_duration_seconds),
         ANNOTATION_RENEW: data.renew_time.isoformat(timespec="microseconds"),
         ANNOTATION_ACQUIRE: data.acquire_time.isoformat(timespec="microseconds"),
+        ANNOTATION_WRITE: uuid.uuid4().hex,
     }
     if data.fencing_token is not None:
         annotations[ANNOTATION_TOKEN] = str(data.fencing_token)

@@ -47,3 +47,4 @@ class TestCoordinationLeaseStorage(StorageConformance):
     @pytest.fixture
     def storage_harness(self, kube_cluster: Any) -> StorageHarness:
         return LeaseHarness(kube_cluster)
+
