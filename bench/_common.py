@@ -62,8 +62,12 @@ def with_ratio(row: Row, baseline: Row) -> Row:
     return row
 
 
-def report(name: str, rows: list[Row]) -> Path:
-    """Print ``rows`` as a table and write them with machine facts to results/<name>.json."""
+def report(name: str, rows: list[Row], context: dict[str, Any] | None = None) -> Path:
+    """Print ``rows`` as a table and write them with machine facts to results/<name>.json.
+
+    ``context`` (optional): facts of the run (load, wall time, versions), printed under the
+    table and written as ``"context"`` in the JSON file.
+    """
     headers = ["benchmark", "subject", "ops/s", "p50 ms", "p99 ms", "ratio", "notes"]
     table = [
         [
@@ -95,6 +99,10 @@ def report(name: str, rows: list[Row]) -> Path:
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [dataclasses.asdict(row) for row in rows],
     }
+    if context:
+        document["context"] = context
+        for key, value in context.items():
+            print(f"{key}: {value}")
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(
         f"(written to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})"
