@@ -34,6 +34,7 @@ from ._plugins import (
     url_scheme,
 )
 from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from ._urls import seconds_option, url_options
 
 __version__ = "0.1.0"
 
@@ -83,6 +84,8 @@ __all__ = [
     "load_backends",
     "observe",
     "open_storage",
+    "seconds_option",
+    "url_options",
     "url_scheme",
     "validate_key",
 ]

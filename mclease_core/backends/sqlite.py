@@ -34,6 +34,7 @@ from .._errors import (
     StorageUnavailableError,
 )
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from .._urls import seconds_option, url_options
 
 DEFAULT_TIMEOUT = 5.0
 _T = TypeVar("_T")
@@ -71,19 +72,8 @@ class SQLiteStorage(Storage):
                 f"invalid sqlite URL {url!r}: expected sqlite:///absolute/path.db or "
                 "sqlite:relative/path.db, with optional ?prefix=NAME&timeout=SECONDS"
             )
-        options = dict(urllib.parse.parse_qsl(parts.query, strict_parsing=False))
-        unknown = set(options) - {"prefix", "timeout"}
-        if unknown:
-            raise ConfigurationError(
-                f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}; "
-                "supported: prefix, timeout"
-            )
-        try:
-            timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"sqlite timeout must be a number of seconds in {url!r}"
-            ) from exc
+        options = url_options(url, {"prefix", "timeout"}, backend="sqlite")
+        timeout = seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="sqlite")
         return cls(
             urllib.parse.unquote(parts.path), prefix=options.get("prefix", ""), timeout=timeout
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from mclease_core import ConfigurationError
+from mclease_core import ConfigurationError, seconds_option, url_options
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "mclease"
@@ -53,7 +53,7 @@ class EtcdConfig:
             raise ConfigurationError(f"invalid etcd URL {url!r}: {_USAGE}")
         userinfo, _, hosts = parts.netloc.rpartition("@")
         user, password = _credentials(url, userinfo)
-        options = _options(url, parts.query)
+        options = url_options(url, _OPTIONS, backend="etcd")
         tls = parts.scheme == "etcds"
         if not tls and any(name in options for name in _TLS_FILES):
             raise ConfigurationError(f"TLS options need the etcds:// scheme in {url!r}")
@@ -63,7 +63,7 @@ class EtcdConfig:
         return cls(
             endpoints=tuple(_endpoint(url, item) for item in hosts.split(",")),
             prefix=path or DEFAULT_PREFIX,
-            timeout=_timeout(url, options.get("timeout")),
+            timeout=seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="etcd"),
             user=user,
             password=password,
             tls=tls,
@@ -89,17 +89,6 @@ def _credentials(url: str, userinfo: str) -> tuple[str | None, str | None]:
     return urllib.parse.unquote(user), urllib.parse.unquote(password)
 
 
-def _options(url: str, query: str) -> dict[str, str]:
-    options = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise ConfigurationError(
-            f"unknown etcd URL option(s) {sorted(unknown)} in {url!r}; "
-            f"supported: {', '.join(sorted(_OPTIONS))}"
-        )
-    return options
-
-
 def _endpoint(url: str, item: str) -> tuple[str, int]:
     host, port = item, DEFAULT_PORT
     if item.startswith("["):  # [ipv6]:port
@@ -118,18 +107,6 @@ def _port(url: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ConfigurationError(f"invalid port {text!r} in etcd URL {url!r}")
     return int(text)
-
-
-def _timeout(url: str, text: str | None) -> float:
-    if text is None:
-        return DEFAULT_TIMEOUT
-    try:
-        timeout = float(text)
-    except ValueError as exc:
-        raise ConfigurationError(f"etcd timeout must be a number of seconds in {url!r}") from exc
-    if not timeout > 0:
-        raise ConfigurationError(f"etcd timeout must be > 0 seconds in {url!r}")
-    return timeout
 
 
 def _read(path: str | None) -> bytes | None:

@@ -51,6 +51,8 @@ from mclease_core import (
     StorageUnavailableError,
     decode_lease_data,
     encode_lease_data,
+    seconds_option,
+    url_options,
     validate_key,
 )
 
@@ -105,18 +107,12 @@ class GCSStorage(Storage):
                 f"invalid GCS URL {url!r}: expected gs://bucket[/prefix][?timeout=SECONDS"
                 "&deadline=SECONDS&project=ID&endpoint=URL&anonymous=true]"
             )
-        options = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(options) - _OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown gs URL option(s) {sorted(unknown)} in {url!r}; "
-                f"supported: {', '.join(sorted(_OPTIONS))}"
-            )
+        options = url_options(url, _OPTIONS, backend="gs")
         return cls(
             parts.netloc,
             prefix=urllib.parse.unquote(parts.path).strip("/") or DEFAULT_PREFIX,
-            timeout=_seconds(url, options, "timeout", DEFAULT_TIMEOUT),
-            deadline=_seconds(url, options, "deadline", DEFAULT_DEADLINE),
+            timeout=seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="gs"),
+            deadline=seconds_option(options, "deadline", DEFAULT_DEADLINE, url=url, backend="gs"),
             project=options.get("project") or None,
             endpoint=options.get("endpoint") or None,
             anonymous=options.get("anonymous", "false").lower() in ("1", "true", "yes"),
@@ -306,12 +302,3 @@ class GCSStorage(Storage):
                 f"gs://{self.bucket_name} refused the request: {exc}", key=key, backend="gs"
             ) from exc
 
-
-def _seconds(url: str, options: dict[str, str], name: str, default: float) -> float:
-    try:
-        value = float(options.get(name, default))
-    except ValueError as exc:
-        raise ConfigurationError(f"gs {name} must be a number of seconds in {url!r}") from exc
-    if not value > 0:
-        raise ConfigurationError(f"gs {name} must be > 0 seconds in {url!r}")
-    return value
