@@ -132,8 +132,14 @@ class Term:
         self.events.write("stopped", f"{time.monotonic():.6f}", self.number)
 
 
+_terminating = threading.Event()
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+    """Leave the election loop once; a repeated SIGTERM must not interrupt the release."""
+    if not _terminating.is_set():
+        _terminating.set()
+        raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,7 @@ class Site:
     namespace: str
     controller_kubeconfig: Path
     candidate_kubeconfig: Path
-    _api: Any = None
+    _api: k8s.CustomObjectsApi | None = None
 
     @property
     def name(self) -> str:
@@ -408,14 +408,19 @@ class ProcessGroup:
         process.start()
         return process
 
-    def stop_all(self) -> None:
-        """SIGTERM every process still running (side by side), then SIGKILL stragglers."""
+    def stop_all(self, grace: float = 3.0) -> None:
+        """SIGTERM every process still running (side by side), SIGKILL what outlives ``grace``.
+
+        A graceful controller stop takes about 6 s (its watch thread is joined with a timeout);
+        the tests need no graceful stop at the end, so the grace is short.
+        """
         running = [p for p in self.processes if p.alive()]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for process in running:
-            process.terminate()
+            process.terminate(timeout=max(0.0, deadline - time.monotonic()))
         for process in self.processes:  # also reap (and kill the sessions of) exited ones
             process.terminate()
 
