@@ -213,3 +213,36 @@ class TestTimingRules:
     def test_identities_must_be_bare(self, identity: str) -> None:
         with pytest.raises(ValueError, match="identity"):
             MultiClusterLeaseLock("job", "ns", identity)
+
+
+class TestHungApiServer:
+    """A server that accepts connections and never answers: every call still ends in time."""
+
+    @pytest.fixture
+    def silent_server(self) -> Any:
+        import socket
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            listener.close()
+
+    def test_each_call_ends_within_the_call_bound(self, silent_server: int) -> None:
+        configuration = k8s.Configuration()
+        configuration.host = f"http://127.0.0.1:{silent_server}"
+        lock = MultiClusterLeaseLock(
+            "job", "ns", "pod-a", api_client=k8s.ApiClient(configuration), **TIMING
+        )
+        for call in (lambda: lock.get("job", "ns"), lambda: lock.create("job", "ns", None)):
+            started = time.monotonic()
+            call()
+            elapsed = time.monotonic() - started
+            assert elapsed < lock.call_bound + 0.3, f"a call took {elapsed:.2f}s"
+
+    def test_the_callers_client_keeps_its_retries(self, silent_server: int) -> None:
+        client = k8s.ApiClient(k8s.Configuration())
+        MultiClusterLeaseLock("job", "ns", "pod-a", api_client=client, **TIMING)
+        assert client.configuration.retries is None
