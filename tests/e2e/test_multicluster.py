@@ -429,10 +429,6 @@ def test_hand_written_status_with_an_old_generation_is_refused(bed: Bed) -> None
 # ----- beyond the six: the leader's API server hangs --------------------------------------------
 
 
-class CallBoundExceeded(AssertionError):
-    """A lock call lasted longer than the lock's bound C (the known bug this test documents)."""
-
-
 def _kube_apiserver_pid(pids: Sequence[int]) -> int:
     for pid in pids:
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
@@ -441,12 +437,6 @@ def _kube_apiserver_pid(pids: Sequence[int]) -> int:
     raise AssertionError(f"no kube-apiserver among {pids}")
 
 
-@pytest.mark.xfail(
-    raises=CallBoundExceeded,
-    strict=True,
-    reason="the Kubernetes client retries a timed-out request 3 times (urllib3's default "
-    "Retry), so a lock call against a hung API server lasts up to 4 x C; reported to the lead",
-)
 def test_hung_api_server_every_lock_call_ends_within_its_bound(bed: Bed) -> None:
     """SIGSTOP the leader's kube-apiserver: its candidate's calls hang on a socket that never
     answers. Each call must still end within C, the leader must stop in time, and the other
@@ -480,8 +470,8 @@ def test_hung_api_server_every_lock_call_ends_within_its_bound(bed: Bed) -> None
     assert during, "the leader made no lock call while its API server hung"
     longest = max(during, key=lambda c: c.end - c.start)
     bed.measure("API server hung: longest lock call", longest.end - longest.start, C)
-    if longest.end - longest.start > C + SLACK:
-        raise CallBoundExceeded(
-            f"a {longest.kind} call took {longest.end - longest.start:.2f}s against a hung API "
-            f"server; the lock's bound is C = {C:.2f}s"
-        )
+    # Before b54e831 the Kubernetes client's own retries stretched a call to 4 x C (2.8 s).
+    assert longest.end - longest.start <= C + 0.1, (
+        f"a {longest.kind} call took {longest.end - longest.start:.2f}s against a hung API "
+        f"server; the lock's bound is C = {C:.2f}s"
+    )
