@@ -77,7 +77,8 @@ class Controller:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._ready = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._generations: dict[str, tuple[int, bool]] = {}
         self._replica: LeaderElector | None = None
         self._health_server: http.server.ThreadingHTTPServer | None = None
@@ -96,8 +97,8 @@ class Controller:
             self._start_reconciling()
         self._stop.wait()
         self.queue.close()
-        for thread in self._threads:
-            thread.join(5)
+        for worker in self._workers:  # not the watch thread: a daemon that may sit in a
+            worker.join(5)  # blocking read of the stream, and holds nothing to clean up
         if self._replica is not None:
             self._replica.stop(timeout=5)
         if self._health_server is not None:
@@ -111,7 +112,8 @@ class Controller:
         return self._ready.is_set() or (self.config.leader_elect and not self._leading())
 
     def healthy(self) -> bool:
-        alive = all(thread.is_alive() for thread in self._threads) or self._stop.is_set()
+        threads = [*self._workers, *([self._watcher] if self._watcher else [])]
+        alive = all(thread.is_alive() for thread in threads) or self._stop.is_set()
         replica_ok = self._replica is None or self._replica.healthy()
         return alive and replica_ok
 
@@ -146,13 +148,14 @@ class Controller:
         self._stop.set()
 
     def _start_reconciling(self) -> None:
-        targets = [self._watch] + [self._work] * self.config.workers
-        for index, target in enumerate(targets):
-            thread = threading.Thread(
-                target=target, name=f"mclease-{target.__name__}-{index}", daemon=True
+        self._watcher = threading.Thread(target=self._watch, name="mclease-watch", daemon=True)
+        self._watcher.start()
+        for index in range(self.config.workers):
+            worker = threading.Thread(
+                target=self._work, name=f"mclease-worker-{index}", daemon=True
             )
-            thread.start()
-            self._threads.append(thread)
+            worker.start()
+            self._workers.append(worker)
 
     # ----- watching ------------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ apart (docs/safety.md, rule 4): the controller renews the global lease only afte
 signal, so another cluster can take the lease over no earlier than ``D`` after the signal, which
 is after the call started at ``t0``. After its last successful call returned (by ``t0 + C``), the
 standard Python elector sleeps ``P``, retries until ``R`` has passed, and its last, failing try
-(up to ``C``) is followed by one more sleep of ``P`` before it notices the deadline and calls
-``onstopped_leading``. So it stops by ``t0 + 2C + 2P + R``, and ``2C + 2P + R + margin = D`` keeps
-that before ``t0 + D``.
+(a ``get`` and an ``update``, up to ``C`` each) is followed by one more sleep of ``P`` before it
+notices the deadline and calls ``onstopped_leading``. So it stops by ``t0 + 3C + 2P + R``, and
+``3C + 2P + R + margin = D`` keeps that before ``t0 + D``.
 
 Not here: the election loop (``kubernetes.leaderelection.LeaderElection``, or our
 :class:`~mclease_core.kube.CandidateElector`), and the controller.
@@ -51,19 +51,19 @@ def safety_margin(timing: LeaseTiming) -> float:
 
 
 def confirmation_bound(timing: LeaseTiming) -> float:
-    """The longest one lock call may take, so that ``2C + 2P + R + margin <= D``.
+    """The longest one lock call may take, so that ``3C + 2P + R + margin <= D``.
 
     Raises :class:`ValueError` when the timings leave less than :data:`MIN_CALL_BOUND`.
     """
     margin = safety_margin(timing)
     spare = timing.lease_duration - timing.renew_deadline - 2 * timing.retry_period - margin
-    bound = spare / 2
+    bound = spare / 3
     if bound < MIN_CALL_BOUND:
         raise ValueError(
             f"lease_duration {timing.lease_duration:g}s is too short for renew_deadline "
             f"{timing.renew_deadline:g}s and retry_period {timing.retry_period:g}s: a candidate "
             f"could still act after another cluster takes over. Use lease_duration >= "
-            f"{_shortest_lease_duration(timing):g}s or shorten the other two (rule: 2 x call "
+            f"{_shortest_lease_duration(timing):g}s or shorten the other two (rule: 3 x call "
             "bound + 2 x retry_period + renew_deadline + margin <= lease_duration)"
         )
     return bound
@@ -71,7 +71,7 @@ def confirmation_bound(timing: LeaseTiming) -> float:
 
 def _shortest_lease_duration(timing: LeaseTiming) -> int:
     """The smallest whole number of seconds that leaves the minimum call bound."""
-    needed = timing.renew_deadline + 2 * timing.retry_period + 2 * MIN_CALL_BOUND
+    needed = timing.renew_deadline + 2 * timing.retry_period + 3 * MIN_CALL_BOUND
     # margin = max(0.5, D / 10): solve D - margin >= needed for both branches
     return math.ceil(max(needed + 0.5, needed / 0.9) - 1e-9)
 
@@ -333,13 +333,16 @@ def _judge(view: LeaseView, generation: int, identity: str) -> bool | None:
 
 
 def _record_from(view: LeaseView) -> LeaderElectionRecord:
-    """The record the standard elector sees: the *global* holder as status names it.
+    """The record the standard elector sees: the *global* holder as status names it; when status
+    names nobody, the local candidate whose signal is pending in the spec.
 
-    No holder (released, expired, or unknown) becomes ``None``, which makes the standard elector
-    try at once instead of waiting a lease duration.
+    Showing the pending local signal keeps the other local candidates from all signalling at once
+    and overwriting each other's spec, which would leave the global lease taken for a candidate
+    that is no longer the spec holder. Nobody at all (released, expired, never held) becomes
+    ``None``, which makes the standard elector try at once instead of waiting a lease duration.
     """
     return LeaderElectionRecord(
-        view.global_holder_identity or None,
+        view.global_holder_identity or view.holder_identity or None,
         str(view.lease_duration_seconds),
         view.global_renew_time or "",
         view.global_renew_time or "",
