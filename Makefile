@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
 LINTED := mclease_core tests bench demo $(PLUGINS)
 
-.PHONY: dev demo test test-fast lint bench clean kube-assets test-servers test-e2e-kind
+.PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers test-e2e-kind
 
 ## dev: create .venv with the core and every plugin installed editable, plus the test tools
 dev: $(VENV)/.installed
@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyp
 		-e '.[test,controller]' $(foreach plugin,$(PLUGINS),-e ./$(plugin))
 	touch $@
 
-## demo: two `mclease elect` processes compete for one lease on SQLite; the leader is killed
-demo: dev
+## demo: two real local clusters, a controller and a candidate in each, one SQLite store;
+## the leader is killed and the takeover shown as a timeline
+demo: dev kube-assets
+	$(PY) demo/multicluster_demo.py
+
+## demo-elect: two `mclease elect` processes compete for one lease on SQLite (no Kubernetes)
+demo-elect: dev
 	$(PY) demo/elect_demo.py
 
 ## lint: ruff on everything, mypy --strict on the packages
