@@ -49,6 +49,7 @@ import copy
 import datetime as dt
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -403,7 +404,9 @@ def failover_run(clusters: dict[str, Any], url: str, workdir: Path) -> dict[str,
         led_from = leader.first("started") or time.monotonic()
         wait_for(lambda: settled(leader, follower, led_from), 20, "leader and follower to settle")
 
-        # Crash: kill -9 of the leader's process (no handler runs).
+        # Crash: kill -9 of the leader's process (no handler runs), at a random moment of the
+        # candidates' poll cycle (settling ends right after a poll, which would bias the times).
+        time.sleep(random.uniform(0, p))
         last_signal = max(c[0] for c in leader.calls() if c[2] and c[3] == "update")
         killed = leader.signal(signal.SIGKILL)
         assert leader.popen is not None
@@ -422,6 +425,7 @@ def failover_run(clusters: dict[str, Any], url: str, workdir: Path) -> dict[str,
         restarted = sides.candidate(leader.cluster, leader.identity)
         wait_for(lambda: settled(follower, restarted, took_over), 20,
                  "the new leader and the restarted follower to settle")
+        time.sleep(random.uniform(0, p))
         terminated = follower.signal(signal.SIGTERM)
         released = wait_for(lambda: follower.first("released", terminated), 10,
                             "the leader to release")
