@@ -270,8 +270,20 @@ class ServerProcess:
         self.stop()
 
     def pause(self) -> None:
-        """Freeze the process: connections are accepted by the kernel but never answered."""
+        """Freeze the process: connections are accepted by the kernel but never answered.
+
+        Returns once every thread of the process is stopped: SIGSTOP is delivered
+        asynchronously, and a request sent before the last thread stopped could still be served.
+        """
         self._signal(signal.SIGSTOP)
+        assert self._process is not None
+        tasks = Path(f"/proc/{self._process.pid}/task")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            if all(_task_state(task) in ("T", "t", None) for task in tasks.iterdir()):
+                return
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.name} did not stop within 5s of SIGSTOP")
 
     def resume(self) -> None:
         """Undo :meth:`pause`."""
@@ -457,6 +469,14 @@ def check_outage_and_recovery(
     wait_until(lambda: _answers(store, key), timeout=recover_within,
                message=f"the store to answer again after {server.name} restarted")
     return timings
+
+
+def _task_state(task: Path) -> str | None:
+    """The state letter of one thread (``T`` when stopped), or None if it is gone."""
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def check_frozen_server(
