@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 from .._decisions import LeaseTiming
 from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from .._storage import Storage
+from ..kube._client import single_attempt_client
 from ..kube._lease_storage import CoordinationLeaseStorage
 from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
 from ._metrics import Metrics
@@ -62,7 +63,7 @@ class Controller:
     def __init__(self, api_client: k8s.ApiClient, storage: Storage, config: ControllerConfig):
         self.config = config
         self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(api_client)
+        self.custom = k8s.CustomObjectsApi(single_attempt_client(api_client))
         self.core = k8s.CoreV1Api(api_client)
         self.metrics = Metrics()
         self.queue = WorkQueue()
@@ -80,6 +81,8 @@ class Controller:
         self._watcher: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._generations: dict[str, tuple[int, bool]] = {}
+        self._objects: dict[str, dict[str, Any]] = {}
+        """The latest copy of each lease the watch delivered: reconciles read no object."""
         self._replica: LeaderElector | None = None
         self._health_server: http.server.ThreadingHTTPServer | None = None
 
@@ -216,8 +219,10 @@ class Controller:
         key = f"{metadata.get('namespace')}/{metadata.get('name')}"
         if kind == "DELETED":
             self._generations.pop(key, None)
+            self._objects.pop(key, None)
             self.reconciler.forget(key)
             return
+        self._objects[key] = obj
         seen = (int(metadata.get("generation") or 0), bool(metadata.get("deletionTimestamp")))
         if self._generations.get(key) == seen and kind != "SYNC":
             return
@@ -236,11 +241,12 @@ class Controller:
             self.metrics.reconcile_lag.observe(lag)
             namespace, name = key.split("/", 1)
             try:
-                result = self.reconciler.reconcile(namespace, name)
+                result = self.reconciler.reconcile(namespace, name, self._objects.get(key))
                 failures.pop(key, None)
                 if result.requeue_after is not None:
                     self.queue.add(key, self._spread(result.requeue_after))
             except Exception as exc:
+                self._objects.pop(key, None)  # the retry reads the object afresh
                 count = failures[key] = failures.get(key, 0) + 1
                 delay = min(self.config.retry_period, 0.05 * 2**count)
                 self.metrics.reconcile_errors.inc()

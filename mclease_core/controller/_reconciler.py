@@ -82,20 +82,34 @@ class Reconciler:
         self.request_timeout = request_timeout
         self._leases: dict[str, _LeaseState] = {}
 
-    def reconcile(self, namespace: str, name: str) -> ReconcileResult:
+    def reconcile(
+        self, namespace: str, name: str, obj: dict[str, Any] | None = None
+    ) -> ReconcileResult:
+        """Reconcile one lease: ``obj`` as the watch last delivered it, or read now if ``None``.
+
+        A watched copy may trail the API server by a moment; that is safe: status records the
+        generation acted on (a newer signal is simply not confirmed by it), and the finalizer
+        write carries the copy's resourceVersion, so a stale one fails and is retried.
+        """
         started = time.monotonic()
-        try:
-            obj = cast(
-                dict[str, Any],
-                self.api.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=self.request_timeout
-                ),
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                self._leases.pop(f"{namespace}/{name}", None)
-                return ReconcileResult(None)
-            raise
+        if obj is None:
+            try:
+                obj = cast(
+                    dict[str, Any],
+                    self.api.get_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        PLURAL,
+                        name,
+                        _request_timeout=self.request_timeout,
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    self._leases.pop(f"{namespace}/{name}", None)
+                    return ReconcileResult(None)
+                raise
         try:
             view = LeaseView.from_object(obj)
         except InvalidLeaseError as exc:
@@ -194,8 +208,11 @@ class Reconciler:
     ) -> tuple[str, str]:
         """Carry out ``decision``; return (the identity confirmed by this reconcile, error)."""
         if decision.action is Action.CONTEND:
-            if state.confirmed_generation == view.generation and elector.is_leader():
-                return view.holder_identity, ""  # this signal was renewed for already
+            if state.confirmed_generation == view.generation:
+                # Renewed for this signal already. One renewal per signal: renewing again without
+                # a new one would keep the lease for a candidate whose signals we cannot see
+                # (say, our API server hangs) and delay the other clusters' takeover.
+                return view.holder_identity, ""
             outcome = elector.step()
             if outcome.wrote:
                 state.confirmed_generation = view.generation

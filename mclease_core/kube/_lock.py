@@ -22,7 +22,6 @@ Not here: the election loop (``kubernetes.leaderelection.LeaderElection``, or ou
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -36,6 +35,7 @@ from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
+from ._client import single_attempt_client
 from ._resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, LeaseView, format_time
 
 log = logging.getLogger("mclease.lock")
@@ -114,7 +114,7 @@ class MultiClusterLeaseLock:
         self.timing = LeaseTiming(lease_duration, renew_deadline, retry_period)
         self.call_bound = confirmation_bound(self.timing)
         self.clock = clock
-        self._api = k8s.CustomObjectsApi(_single_attempt_client(api_client))
+        self._api = k8s.CustomObjectsApi(single_attempt_client(api_client))
         self._last_seen: dict[str, Any] | None = None
         self.last_confirmation: Confirmation | None = None
         self.last_status: LeaseView | None = None
@@ -306,19 +306,6 @@ class MultiClusterLeaseLock:
             )
             return False
         return True
-
-
-def _single_attempt_client(api_client: k8s.ApiClient | None) -> k8s.ApiClient:
-    """A client like ``api_client`` whose requests are never retried.
-
-    The Kubernetes client retries a timed-out request three times by default (urllib3's Retry), so
-    a call with a timeout of ``C`` could last ``4C`` and break the call bound. The lock makes its
-    own attempts, each bounded by the time the call has left. The caller's client is not changed.
-    """
-    base = api_client or k8s.ApiClient()
-    configuration = copy.deepcopy(base.configuration)
-    configuration.retries = False
-    return k8s.ApiClient(configuration)
 
 
 def _judge(view: LeaseView, generation: int, identity: str) -> bool | None:

@@ -192,3 +192,19 @@ def test_the_metrics_count_one_store_write_per_renewal(harness: Harness) -> None
         )
         == 1
     )
+
+
+def test_no_renewal_without_a_new_signal(harness: Harness) -> None:
+    """One renewal per signal: periodic reconciles of a live candidate write nothing, so a
+    candidate whose signals stop is not kept leading past its last signal's lease."""
+    harness.reconcile()
+    harness.signal()
+    harness.reconcile()
+    counts = harness.reconciler._leases[f"{harness.namespace}/job"].elector.storage.counts  # type: ignore[union-attr]
+    before = counts()
+    for _ in range(5):
+        harness.clock.advance(1.0)  # past the controller's own term (0.75 D) without a signal
+        assert harness.reconcile() is Action.CONTEND
+    after = counts()
+    assert after["update"] == before["update"]
+    assert after["create"] == before["create"]
