@@ -152,12 +152,15 @@ def _add_controller(commands: Any) -> None:
         help="elect one active replica with a coordination.k8s.io Lease",
     )
     controller.add_argument("--leader-elect-namespace", default="default")
-    controller.add_argument("--leader-elect-lease-duration", type=float, default=15.0,
-                            metavar="SECONDS")
-    controller.add_argument("--leader-elect-renew-deadline", type=float, default=10.0,
-                            metavar="SECONDS")
-    controller.add_argument("--leader-elect-retry-period", type=float, default=2.0,
-                            metavar="SECONDS")
+    controller.add_argument(
+        "--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS"
+    )
+    controller.add_argument(
+        "--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS"
+    )
+    controller.add_argument(
+        "--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS"
+    )
     controller.add_argument("--log-format", choices=["text", "json"], default="text")
     controller.set_defaults(handler=_controller)
 

@@ -168,8 +168,10 @@ class ServerProcess:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path else Path(
-            tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1]
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
         )
         self.ready = ready
         self._process: subprocess.Popen[bytes] | None = None
@@ -235,8 +237,10 @@ class ServerProcess:
                 raise ServerStartError(self._failure(f"exited with code {code} during start-up"))
             if time.monotonic() >= deadline:
                 raise ServerStartError(
-                    self._failure(f"did not accept connections on {self.address} (or was not "
-                                  f"ready) within {self.startup_timeout:g}s")
+                    self._failure(
+                        f"did not accept connections on {self.address} (or was not "
+                        f"ready) within {self.startup_timeout:g}s"
+                    )
                 )
             time.sleep(0.05)
 
@@ -337,8 +341,22 @@ def redis_server(*extra: str) -> Iterator[ServerProcess]:
     binary = find_server_binary("redis-server", hint=f"{INSTALL_HINT} (apt redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="mclease-redis-") as data:
-        command = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", data,
-                   "--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
+        command = [
+            binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--dir",
+            data,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            *extra,
+        ]
         with ServerProcess(command, port=port, name="redis-server") as server:
             yield server
 
@@ -358,13 +376,26 @@ def etcd_server(
     probe = ready or _etcd_healthy
     with tempfile.TemporaryDirectory(prefix="mclease-etcd-") as data:
         command = [
-            binary, "--name", "test", "--data-dir", data,
-            "--listen-client-urls", f"{scheme}://{LOOPBACK}:{port}",
-            "--advertise-client-urls", f"{scheme}://{LOOPBACK}:{port}",
-            "--listen-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-advertise-peer-urls", f"http://{LOOPBACK}:{peer}",
-            "--initial-cluster", f"test=http://{LOOPBACK}:{peer}",
-            "--logger", "zap", "--log-level", "error", *extra,
+            binary,
+            "--name",
+            "test",
+            "--data-dir",
+            data,
+            "--listen-client-urls",
+            f"{scheme}://{LOOPBACK}:{port}",
+            "--advertise-client-urls",
+            f"{scheme}://{LOOPBACK}:{port}",
+            "--listen-peer-urls",
+            f"http://{LOOPBACK}:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://{LOOPBACK}:{peer}",
+            "--initial-cluster",
+            f"test=http://{LOOPBACK}:{peer}",
+            "--logger",
+            "zap",
+            "--log-level",
+            "error",
+            *extra,
         ]
         with ServerProcess(command, port=port, name="etcd", ready=lambda: probe(port)) as server:
             yield server
@@ -386,11 +417,13 @@ def fake_gcs_server_binary() -> str:
         candidates.append(os.environ["MCLEASE_FAKE_GCS_SERVER"])
     script = Path(__file__).resolve().parents[1] / "hack" / "fake-gcs-server.sh"
     if script.is_file():
-        found = subprocess.run(["bash", str(script), "--path"], capture_output=True, text=True,
-                               check=False)
+        found = subprocess.run(
+            ["bash", str(script), "--path"], capture_output=True, text=True, check=False
+        )
         candidates.append(found.stdout.strip())
     return find_server_binary(
-        "fake-gcs-server", candidates=[c for c in candidates if c],
+        "fake-gcs-server",
+        candidates=[c for c in candidates if c],
         hint=f"{INSTALL_HINT} (it builds fake-gcs-server from the Go module proxy), "
         "or set MCLEASE_FAKE_GCS_SERVER",
     )
@@ -405,9 +438,23 @@ def fake_gcs_server(binary: str | None = None) -> Iterator[ServerProcess]:
     with tempfile.TemporaryDirectory(prefix="mclease-gcs-") as data:
         (Path(data) / FAKE_GCS_BUCKET).mkdir()
         command = [
-            binary, "-backend", "memory", "-scheme", "http", "-host", LOOPBACK,
-            "-port", str(port), "-public-host", f"{LOOPBACK}:{port}",
-            "-external-url", f"http://{LOOPBACK}:{port}", "-data", data, "-log-level", "error",
+            binary,
+            "-backend",
+            "memory",
+            "-scheme",
+            "http",
+            "-host",
+            LOOPBACK,
+            "-port",
+            str(port),
+            "-public-host",
+            f"{LOOPBACK}:{port}",
+            "-external-url",
+            f"http://{LOOPBACK}:{port}",
+            "-data",
+            data,
+            "-log-level",
+            "error",
         ]
         with ServerProcess(command, port=port, name="fake-gcs-server") as server:
             yield server
@@ -466,8 +513,11 @@ def check_outage_and_recovery(
             f"(allowed {unavailable_within:g}s)"
         )
     server.start()
-    wait_until(lambda: _answers(store, key), timeout=recover_within,
-               message=f"the store to answer again after {server.name} restarted")
+    wait_until(
+        lambda: _answers(store, key),
+        timeout=recover_within,
+        message=f"the store to answer again after {server.name} restarted",
+    )
     return timings
 
 
@@ -528,8 +578,14 @@ def check_elector_takeover(
     bound = elect_within or timing.lease_duration + 2 * timing.retry_period + 3.0
     stores = [open_store(), open_store()]
     electors = [
-        LeaderElector(store, name, f"candidate-{index}", cluster=f"cluster-{index}",
-                      timing=timing, release_on_stop=False)
+        LeaderElector(
+            store,
+            name,
+            f"candidate-{index}",
+            cluster=f"cluster-{index}",
+            timing=timing,
+            release_on_stop=False,
+        )
         for index, store in enumerate(stores)
     ]
     try:
@@ -537,8 +593,9 @@ def check_elector_takeover(
             elector.start()
         wait_until(lambda: _single_leader(electors), timeout=bound, message="exactly one leader")
         _assert_never_two_leaders(electors, seconds=2 * timing.retry_period)
-        leader = wait_until(lambda: _single_leader(electors), timeout=bound,
-                            message="exactly one leader")
+        leader = wait_until(
+            lambda: _single_leader(electors), timeout=bound, message="exactly one leader"
+        )
         assert leader is not None
         follower = electors[1 - electors.index(leader)]
         leader.stop(timeout=bound)
