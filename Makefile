@@ -58,6 +58,7 @@ test-fast: dev
 bench: dev test-servers kube-assets
 	$(PY) bench/storage.py
 	$(PY) bench/backends.py
+	$(PY) bench/controller.py
 
 clean:
 	rm -rf $(VENV) bench/results .mypy_cache .ruff_cache .hypothesis
