@@ -251,12 +251,9 @@ class LeaderElector:
         return self._written(written, sent, Action.RENEW, term)
 
     def _read_and_decide(self, term: _Term | None) -> bool:
-        current = self._read()
+        observation = self.observe()
+        current = observation.record if observation is not None else None
         now = self.clock.monotonic()
-        with self._lock:
-            self._observation = observe(self._observation, current, now)
-            observation = self._observation
-        self._report_leader(current)
         if term is not None and (current is None or current.data.holder != self.me):
             self._end_term(term, "the lease record no longer names us")
             term = None
