@@ -9,7 +9,6 @@ a process's CPU time and memory from ``/proc``. Measures nothing by itself.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -26,20 +25,11 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION
-from mclease_core.testing import free_port
+from mclease_core.testing import free_port, preexec_dying_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDIDATE = Path(__file__).with_name("_candidate.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _own_session_dying_with_parent() -> None:
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
@@ -77,7 +67,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 env=env,
-                preexec_fn=_own_session_dying_with_parent,
+                preexec_fn=preexec_dying_with_parent(own_session=True),
             )
         Child.started.append(self)
         return self

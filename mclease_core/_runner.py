@@ -16,25 +16,22 @@ Not here: argument parsing (``_cli``) and the election itself (``_elector``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
 
 from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
+from ._process import preexec_dying_with_parent
 
 log = logging.getLogger("mclease.elect")
 
 EXIT_LEADERSHIP_LOST = 3
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +107,11 @@ class ElectedCommand:
             MCLEASE_IDENTITY=term.identity,
             MCLEASE_FENCING_TOKEN=str(term.fencing_token),
         )
-        parent = os.getpid()
         with self._child_lock:
             self._child = subprocess.Popen(
                 self.command,
                 env=env,
-                preexec_fn=lambda: _die_with_parent(parent),
+                preexec_fn=preexec_dying_with_parent(),
             )
         log.info(
             "leading %r as %r (fencing token %d); started %s as pid %d",
@@ -163,11 +159,3 @@ class ElectedCommand:
             child.kill()
             child.wait()
 
-
-def _die_with_parent(parent: int) -> None:
-    """In the forked child: ask the kernel to SIGKILL us when the parent dies (Linux)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)

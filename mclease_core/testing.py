@@ -48,6 +48,7 @@ from typing import IO, TypeVar
 from ._decisions import LeaseTiming
 from ._elector import LeaderElector
 from ._errors import OutcomeUnknownError, StorageError, StorageUnavailableError
+from ._process import preexec_dying_with_parent
 from ._storage import LeaseData, Storage
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "find_server_binary",
     "free_port",
     "port_accepts",
+    "preexec_dying_with_parent",
     "redis_server",
     "server_or_fail",
     "wait_until",

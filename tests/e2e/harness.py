@@ -18,7 +18,6 @@ test bed does that).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import signal
@@ -37,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mclease_core._crd import CRD_NAME, crd_manifest
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION, LeaseView
-from mclease_core.testing import free_port
+from mclease_core.testing import free_port, preexec_dying_with_parent
 from tests.kube.testbed import REPO_ROOT, KubeCluster, apply_manifest, wait_crd_established
 
 CANDIDATE_SCRIPT = Path(__file__).with_name("candidate.py")
@@ -156,15 +155,6 @@ class Site:
 
 # ----- processes --------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _own_session_dying_with_parent() -> None:
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class ManagedProcess:
     """A child process with its own session and log file."""
 
@@ -189,7 +179,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,
                 env=env,
-                preexec_fn=_own_session_dying_with_parent,
+                preexec_fn=preexec_dying_with_parent(own_session=True),
             )
 
     @property

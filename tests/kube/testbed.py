@@ -26,13 +26,11 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -48,6 +46,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mclease_core.testing import free_port, preexec_dying_with_parent
 
 __all__ = [
     "ETCD_VERSION",
@@ -226,22 +226,6 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
 # --- processes --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the test process dies, so a killed run leaves nothing."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -266,7 +250,7 @@ class _Process:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=preexec_dying_with_parent(own_session=True),
             )
 
     def exited(self) -> int | None:
@@ -354,9 +338,9 @@ class KubeCluster:
     name: str
     workdir: Path
     assets: KubeAssets
-    etcd_port: int = field(default_factory=_free_port)
-    etcd_peer_port: int = field(default_factory=_free_port)
-    port: int = field(default_factory=_free_port)
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    port: int = field(default_factory=free_port)
     _processes: list[_Process] = field(default_factory=list, repr=False)
     _clients: list[Any] = field(default_factory=list, repr=False)
     _ca: _KeyPair | None = field(default=None, repr=False)
