@@ -22,6 +22,7 @@ from ._crd import crd_manifest
 from ._decisions import LeaseTiming
 from ._elector import LeaderElector
 from ._errors import ConfigurationError, MCLeaseError
+from ._limits import excerpt
 from ._plugins import load_backends
 from ._runner import ElectedCommand
 
@@ -244,13 +245,20 @@ def _controller(args: argparse.Namespace) -> int:
             args.leader_elect_retry_period,
         ),
     )
-    if args.kubeconfig is None and args.context is None and _in_cluster():
-        kube_config.load_incluster_config()
-        api_client = k8s.ApiClient()
-    else:
-        api_client = kube_config.new_client_from_config(
-            config_file=args.kubeconfig, context=args.context
-        )
+    try:
+        if args.kubeconfig is None and args.context is None and _in_cluster():
+            kube_config.load_incluster_config()
+            api_client = k8s.ApiClient()
+        else:
+            api_client = kube_config.new_client_from_config(
+                config_file=args.kubeconfig, context=args.context
+            )
+    except Exception as exc:  # the client raises ConfigException, OSError, YAML and type errors
+        where = args.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        raise ConfigurationError(
+            f"cannot load {where}: {type(exc).__name__}: {excerpt(str(exc))}; pass a valid "
+            "--kubeconfig (and --context), or run in a pod with a service account"
+        ) from exc
     controller = Controller(api_client, storage, config)
     signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())

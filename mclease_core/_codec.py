@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from ._errors import CorruptRecordError
+from ._limits import excerpt
 from ._storage import LeaseData
 
 FORMAT_VERSION = 1
@@ -42,8 +43,8 @@ def decode_lease_data(
 
     def corrupt(problem: str) -> CorruptRecordError:
         return CorruptRecordError(
-            f"stored lease record is corrupt: {problem}; delete the record to let electors "
-            "recreate it",
+            f"stored lease record is corrupt: {excerpt(problem)}; delete the record to let "
+            "electors recreate it",
             key=key,
             backend=backend,
         )

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import enum
 
+from ._limits import check_duration
 from ._storage import LeaseData, LeaseObject
 
 JITTER_FACTOR = 1.2
@@ -34,7 +35,8 @@ class LeaseTiming:
 
     ``lease_duration`` (D): how long others wait, after last seeing the record change, before
     taking it over. ``renew_deadline`` (R): how long a leader keeps leading without a successful
-    renewal. ``retry_period`` (P): the pause between attempts. Requires ``D > R > 1.2 * P > 0``.
+    renewal. ``retry_period`` (P): the pause between attempts. Requires ``D > R > 1.2 * P``, each
+    within ``[MIN_DURATION, MAX_DURATION]``.
     """
 
     lease_duration: float = 15.0
@@ -42,17 +44,17 @@ class LeaseTiming:
     retry_period: float = 2.0
 
     def __post_init__(self) -> None:
-        if not self.retry_period > 0:
-            raise ValueError(f"retry_period must be > 0 seconds, got {self.retry_period}")
+        for name in ("lease_duration", "renew_deadline", "retry_period"):
+            object.__setattr__(self, name, check_duration(name, getattr(self, name)))
         if not self.lease_duration > self.renew_deadline:
             raise ValueError(
-                f"lease_duration ({self.lease_duration}s) must be greater than renew_deadline "
-                f"({self.renew_deadline}s), or another elector may take the lease while this "
+                f"lease_duration ({self.lease_duration:g}s) must be greater than renew_deadline "
+                f"({self.renew_deadline:g}s), or another elector may take the lease while this "
                 "one still leads"
             )
         if not self.renew_deadline > JITTER_FACTOR * self.retry_period:
             raise ValueError(
-                f"renew_deadline ({self.renew_deadline}s) must be greater than "
+                f"renew_deadline ({self.renew_deadline:g}s) must be greater than "
                 f"{JITTER_FACTOR} * retry_period ({JITTER_FACTOR * self.retry_period:g}s), "
                 "or a leader gets no second attempt to renew"
             )

@@ -20,11 +20,13 @@ loop that production uses.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -43,10 +45,13 @@ from ._errors import (
     LeaseAlreadyExistsError,
     LeaseConflictError,
     LeaseNotFoundError,
+    MCLeaseError,
     OutcomeUnknownError,
     StorageError,
+    StorageUnavailableError,
 )
 from ._instrumented import CountingStorage
+from ._limits import excerpt
 from ._storage import LeaseData, LeaseObject, Storage, validate_key
 from ._watchdog import TermWatchdog, call_safely
 
@@ -140,10 +145,14 @@ class LeaderElector:
         self._next_wait = 0.0
         self._last_attempt: float | None = None
         self.last_error: StorageError | None = None
+        self.fatal_error: ConfigurationError | None = None
+        """Set when the store refused the configuration (say, no credentials): retrying cannot
+        help, so :meth:`run` ends the term and returns; the caller reports it and exits."""
+        self._reported_unexpected = False
 
         self._stopping = threading.Event()
         self._watchdog = TermWatchdog(
-            self._term_deadline, self.check_deadline, clock, f"mclease-watchdog-{name}"
+            self.term_deadline, self.check_deadline, clock, f"mclease-watchdog-{name}"
         )
         self._running = False
         self._thread: threading.Thread | None = None
@@ -194,15 +203,19 @@ class LeaderElector:
             term = self._term
             cached = self._cached
         try:
-            wrote = None
-            if term is not None and cached is not None and cached.data.holder == self.me:
-                wrote = self._renew_fast(term, cached)
-            if wrote is None:
-                wrote = self._read_and_decide(term)
+            with self._contained():
+                wrote = None
+                if term is not None and cached is not None and cached.data.holder == self.me:
+                    wrote = self._renew_fast(term, cached)
+                if wrote is None:
+                    wrote = self._read_and_decide(term)
             return StepOutcome(wrote=wrote, leading=self.is_leader())
         except StorageError as exc:
             self._note_error(exc)
             return StepOutcome(wrote=False, leading=self.is_leader(), error=exc)
+        except ConfigurationError as exc:
+            self._fail(exc)
+            return StepOutcome(wrote=False, leading=False)
         finally:
             with self._lock:
                 self._last_attempt = self.clock.monotonic()
@@ -210,7 +223,8 @@ class LeaderElector:
     def observe(self) -> Observation | None:
         """Read the record without contending: keeps the expiry clock and the new-leader
         callback up to date. Raises :class:`StorageError` when the read fails."""
-        current = self._read()
+        with self._contained():
+            current = self._read()
         now = self.clock.monotonic()
         with self._lock:
             self._observation = observe(self._observation, current, now)
@@ -349,26 +363,38 @@ class LeaderElector:
         self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     def release(self) -> bool:
-        """End our term and give the lease up with a compare-and-swap; True if released."""
+        """End our term and give the lease up; True if released.
+
+        The release is a compare-and-swap on the version this elector last saw (read or wrote),
+        never on a fresh read: whoever judged that the lease may be released judged *that*
+        version, and a record anyone changed since (a renewal by another replica of the same
+        holder, a takeover) is left alone.
+        """
         with self._lock:
             term = self._term
+            observation = self._observation
         if term is not None:
             self._end_term(term, "released", deliberate=True)
-        try:
-            current = self._read()
-            if current is None or current.data.holder != self.me:
-                return False
-            self.storage.update(
-                self.name, released_record(current, self.clock.now()), version=current.version
-            )
-        except (LeaseConflictError, OutcomeUnknownError) as exc:
-            log.warning("lease %r: release did not happen: %s", self.name, exc)
+        if observation is None or observation.record.data.holder != self.me:
             return False
+        try:
+            with self._contained():
+                released = release_observed(
+                    self.storage, self.name, observation.record, self.clock.now()
+                )
         except StorageError as exc:
             self._note_error(exc)
             return False
+        except ConfigurationError as exc:
+            self._fail(exc)
+            return False
+        if released is None:
+            log.warning("lease %r: not released: the record changed since it was read", self.name)
+            return False
+        now = self.clock.monotonic()
         with self._lock:
             self._cached = None
+            self._observation = Observation(released, now)
         log.info("lease %r: released", self.name)
         return True
 
@@ -390,10 +416,11 @@ class LeaderElector:
         self._watchdog.start()
         self._running = True
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and self.fatal_error is None:
                 self._next_wait = 0.0
                 self.try_acquire_or_renew()
-                self._stopping.wait(self.next_wait())
+                if self.fatal_error is None:
+                    self._stopping.wait(self.next_wait())
         finally:
             self._running = False
             self._stopping.set()
@@ -402,7 +429,7 @@ class LeaderElector:
                 term = self._term
             if term is not None:
                 self._end_term(term, "elector stopped", deliberate=True)
-            if self.release_on_stop:
+            if self.release_on_stop and self.fatal_error is None:
                 self.release()
 
     def start(self) -> LeaderElector:
@@ -425,9 +452,15 @@ class LeaderElector:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _term_deadline(self) -> float | None:
+    def term_deadline(self) -> float | None:
+        """The monotonic time the current term ends unless renewed, or ``None`` when not
+        leading. Anything that acts for the leader must have stopped by then."""
         with self._lock:
             return self._term.deadline if self._term is not None else None
+
+    def running(self) -> bool:
+        """True while :meth:`run` is campaigning or leading."""
+        return self._running
 
     # ----- helpers -------------------------------------------------------------------------------
 
@@ -440,6 +473,39 @@ class LeaderElector:
                 return
             self._reported_leader = holder
         self._call(self.callbacks.on_new_leader, holder[1], holder[0])
+
+    @contextlib.contextmanager
+    def _contained(self) -> Iterator[None]:
+        """Errors a backend should have mapped but did not: retried as unavailable (the term ends
+        at its deadline meanwhile), with the traceback logged once for the backend's authors."""
+        try:
+            yield
+        except MCLeaseError:
+            raise
+        except Exception as exc:
+            if not self._reported_unexpected:
+                self._reported_unexpected = True
+                log.error(
+                    "lease %r: the storage backend raised an unexpected %s; treating the store as "
+                    "unavailable (this is a bug in the backend: it should raise mclease errors)",
+                    self.name,
+                    type(exc).__name__,
+                    exc_info=True,
+                )
+            raise StorageUnavailableError(
+                f"unexpected error from the store: {type(exc).__name__}: {excerpt(str(exc))}",
+                key=self.name,
+            ) from exc
+
+    def _fail(self, exc: ConfigurationError) -> None:
+        """The store refused our configuration: end the term and stop campaigning."""
+        log.error("lease %r: %s; stopping", self.name, exc)
+        with self._lock:
+            self.fatal_error = exc
+            term = self._term
+        if term is not None:
+            self._end_term(term, f"configuration error: {exc}")
+        self._stopping.set()
 
     def _note_error(self, exc: StorageError) -> None:
         with self._lock:
@@ -458,8 +524,21 @@ def _check_capabilities(storage: Storage, timing: LeaseTiming) -> None:
             f"write interval of {capabilities.min_write_interval:g}s per record; a leader renews "
             "once per retry period, so raise retry_period"
         )
-    if capabilities.failover_may_lose_writes:
+    if capabilities.may_lose_writes:
         log.warning(
-            "this backend can lose acknowledged writes on a failover of the store; two leaders "
-            "are possible after such a failover (see the backend's documentation)"
+            "this store can lose acknowledged writes (on a failover or restart, see its "
+            "documentation): two leaders and repeated fencing tokens are possible after such a loss"
         )
+
+
+def release_observed(
+    storage: Storage, name: str, record: LeaseObject, wall_now: dt.datetime
+) -> LeaseObject | None:
+    """Give up ``record`` with a compare-and-swap on its version: the released record, or ``None``
+    when the stored record is no longer that version (or the outcome is unknown; a release is
+    never assumed)."""
+    try:
+        return storage.update(name, released_record(record, wall_now), version=record.version)
+    except (LeaseConflictError, OutcomeUnknownError) as exc:
+        log.info("lease %r: release did not happen: %s", name, exc)
+        return None

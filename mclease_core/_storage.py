@@ -18,6 +18,12 @@ import unicodedata
 from types import TracebackType
 
 from ._errors import InvalidKeyError
+from ._limits import (
+    MAX_FENCING_TOKEN,
+    MAX_TRANSITIONS,
+    check_duration,
+    identity_problem,
+)
 
 MAX_KEY_BYTES = 512
 """Longest lease key, in UTF-8 bytes, that every backend must accept."""
@@ -48,14 +54,19 @@ class LeaseData:
                 raise ValueError(
                     f"LeaseData.{name} must be a time-zone-aware datetime, got {value!r}"
                 )
-        if not self.lease_duration_seconds > 0:
-            raise ValueError(
-                f"LeaseData.lease_duration_seconds must be > 0, got {self.lease_duration_seconds!r}"
-            )
-        if self.lease_transitions < 0:
-            raise ValueError(
-                f"LeaseData.lease_transitions must be >= 0, got {self.lease_transitions}"
-            )
+        check_duration("LeaseData.lease_duration_seconds", self.lease_duration_seconds)
+        for name, text, what in (
+            ("holder_identity", self.holder_identity, "identity"),
+            ("holder_cluster", self.holder_cluster, "cluster name"),
+        ):
+            if not isinstance(text, str):
+                raise ValueError(f"LeaseData.{name} must be a str, got {type(text).__name__}")
+            problem = identity_problem(text, what=what)
+            if problem:
+                raise ValueError(f"LeaseData.{name}: {problem}")
+        _check_count("lease_transitions", self.lease_transitions, MAX_TRANSITIONS)
+        if self.fencing_token is not None:
+            _check_count("fencing_token", self.fencing_token, MAX_FENCING_TOKEN)
 
     @property
     def holder(self) -> tuple[str, str]:
@@ -87,8 +98,10 @@ class Capabilities:
     ``min_write_interval``: the shortest time, in seconds, between two writes of one record the
     store sustains (GCS: about one second). An elector whose retry period is shorter is refused.
     ``watch``: the backend can notify about changes (not needed by the elector).
-    ``failover_may_lose_writes``: a failover of the store can lose acknowledged writes (Redis
-    with asynchronous replication); two leaders become possible after such a failover.
+    ``may_lose_writes``: the store can lose acknowledged writes: on a failover (Redis with
+    asynchronous replication), on a restart (Redis from its last RDB snapshot or an AOF that is
+    not fsynced on every write; the in-memory store), so versions and fencing tokens can repeat and
+    two leaders become possible after such a loss. The elector warns when it starts on one.
     ``shared_across_processes``: several processes can open the same store (``memory://``
     cannot).
     ``operation_timeout``: the longest a single operation takes before it raises
@@ -97,9 +110,14 @@ class Capabilities:
 
     min_write_interval: float = 0.0
     watch: bool = False
-    failover_may_lose_writes: bool = False
+    may_lose_writes: bool = False
     shared_across_processes: bool = True
     operation_timeout: float = 10.0
+
+
+def _check_count(name: str, value: object, limit: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"LeaseData.{name} must be an integer in [0, {limit}], got {value!r}")
 
 
 def validate_key(key: object) -> str:

@@ -10,6 +10,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 
 from ._errors import ConfigurationError
+from ._limits import MAX_DURATION, MIN_DURATION, check_duration, excerpt
 
 
 def url_options(url: str, allowed: Iterable[str], *, backend: str) -> dict[str, str]:
@@ -33,11 +34,9 @@ def seconds_option(
     if text is None:
         return default
     try:
-        value = float(text)
+        return check_duration(f"{backend} {name}", float(text))
     except ValueError as exc:
         raise ConfigurationError(
-            f"{backend} {name} must be a number of seconds, got {text!r} in {url!r}"
+            f"{backend} URL option {name} must be a number of seconds between {MIN_DURATION:g} "
+            f"and {MAX_DURATION:g}, got {excerpt(repr(text))}"
         ) from exc
-    if not value > 0:
-        raise ConfigurationError(f"{backend} {name} must be > 0 seconds, got {text!r} in {url!r}")
-    return value

@@ -34,6 +34,7 @@ from .._errors import (
     StorageUnavailableError,
 )
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from .._limits import check_duration
 from .._urls import seconds_option, url_options
 
 DEFAULT_TIMEOUT = 5.0
@@ -56,8 +57,10 @@ class SQLiteStorage(Storage):
     """Lease records in one SQLite file, safe across threads and processes of one machine."""
 
     def __init__(self, path: str | Path, *, prefix: str = "", timeout: float = DEFAULT_TIMEOUT):
-        if timeout <= 0:
-            raise ConfigurationError(f"sqlite timeout must be > 0 seconds, got {timeout}")
+        try:
+            timeout = check_duration("sqlite timeout", timeout)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
         self.path = Path(path)
         self.prefix = prefix
         self.timeout = timeout

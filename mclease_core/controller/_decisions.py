@@ -1,18 +1,30 @@
-"""Pure decisions of the election controller: candidate liveness, what to do, what status says.
+"""Pure decisions of the election controller: windows, candidate liveness, what to do, what status
+says.
 
 The reconciler feeds these functions what it read (the MultiClusterLease, the global record as its
 elector observed it) and the time on its monotonic clock; they return what to do and the status
-to write. No I/O, no clocks, no threads, so every safety rule has a unit test here.
+to write. No I/O, no clocks, no threads, so every safety rule has a unit test here. The rules are
+numbered as in docs/safety.md.
 
-- Rule 2, contend only for a live candidate: a candidate is live when this controller saw its
-  spec *change* less than ``leaseDurationSeconds`` ago. The first sight of an object after start-up
-  is not a change.
-- Rule 3, confirm only after a renewal: status names a local candidate (bare identity, the form it
-  compares with) only when this reconcile's own compare-and-swap succeeded for the spec generation
-  being confirmed. Otherwise the holder is written cluster-qualified, which confirms nobody.
+- Windows (rule 4). From the candidate's timings ``D, R, P`` (the spec) the controller derives
+  how long a confirming status may stay visible after it first saw the signal it confirms
+  (``confirm``), until when renewing for a signal is still of use (``renew``: the candidate's own
+  wait, when its lock says it), and how long the global lease is held per renewal (``hold``: a
+  candidate that saw a confirmation within ``confirm`` stops acting before another cluster can
+  take over ``hold`` later). ``hold`` is ``D`` whenever the timings leave room, longer otherwise
+  (upstream Go candidates do not write ``R``).
+- Rule 2, contend only for a live candidate: a signal is a spec generation this controller saw
+  *replace* another, or an object created after it started watching. The first sight of an object
+  after start-up is not a heartbeat, and it changes nothing in status either: the controller waits
+  for the next signal instead of demoting a leader it has not yet heard from.
+- Rule 3, confirm only after a renewal: status names a local candidate (bare identity) only when
+  this controller's compare-and-swap succeeded for the generation being confirmed, and only within
+  the confirm window; afterwards the status is rewritten cluster-qualified, which confirms nobody.
 - Rule 6, release promptly and safely: release the global lease held for a local candidate when it
-  wrote an empty holder (it stopped first), or when it is stale (no change for a lease duration,
-  after which it cannot still be acting), including after the object was deleted.
+  released after stopping its work (mclease's lock says so in an annotation), or once it cannot
+  still be acting: ``hold`` after the last signal seen from it, also when its object is deleted (a
+  signal after the deletion is not a heartbeat) or its release comes from a client that releases
+  before stopping (client-go's ``ReleaseOnCancel``).
 """
 
 from __future__ import annotations
@@ -21,13 +33,99 @@ import dataclasses
 import enum
 from typing import Any
 
+from .._limits import MAX_DURATION, identity_problem, printable
 from .._storage import LeaseObject
 from ..kube._resource import (
     CONDITION_BACKEND_HEALTHY,
     CONDITION_LOCK_ACQUIRED,
+    LeaseView,
     format_time,
     qualified,
 )
+
+MIN_CONFIRM_WINDOW = 1.5
+"""The shortest time a confirming status stays visible: a candidate that polls once a second
+(upstream's Go client) still sees it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """The bounds derived from one candidate's timings, in seconds after the controller first saw
+    its signal (docs/safety.md, rule 4)."""
+
+    hold: float
+    """The global lease duration written for it; also how long after its last signal it may
+    still act, so the controller releases for a silent candidate only then."""
+    confirm: float
+    """A status confirming the signal may be visible until then, never later."""
+    renew: float
+    """Renewing for the signal is of use until then (the candidate still waits)."""
+
+
+def safety_margin(lease_duration: float) -> float:
+    """Slack for clock-rate differences, scheduling and stopping the work: 10% of D, >= 0.5 s."""
+    return max(0.5, 0.1 * lease_duration)
+
+
+def windows(
+    lease_duration: int,
+    renew_deadline: int | None,
+    retry_period: int | None,
+    call_bound: float | None = None,
+) -> Windows:
+    """The windows of a candidate with these spec timings.
+
+    After a confirmation seen at ``c`` a candidate acts until ``c + P + R`` (client-go stops at
+    its renew deadline; mclease's lock keeps the Python elector within ``D`` on its own). Seen no
+    later than ``confirm`` after the signal, and the global lease taken over no earlier than
+    ``hold`` after it: ``confirm + P + R + margin <= hold``. Unknown ``R`` counts as ``D``
+    (client-go requires ``R < D``); unknown ``P`` as ``R / 1.2``; ``P = 0`` (faster than a second)
+    as 1.
+    """
+    duration = float(lease_duration)
+    margin = safety_margin(duration)
+    renew = float(renew_deadline) if renew_deadline else duration
+    period = renew / 1.2 if retry_period is None else float(max(retry_period, 1))
+    room = duration - period - renew - margin
+    if room >= MIN_CONFIRM_WINDOW:
+        hold, confirm = duration, room
+    else:
+        hold, confirm = MIN_CONFIRM_WINDOW + period + renew + margin, MIN_CONFIRM_WINDOW
+    useful = min(confirm, call_bound) if call_bound is not None else confirm
+    return Windows(hold=hold, confirm=confirm, renew=useful)
+
+
+def spec_problem(view: LeaseView) -> str:
+    """Why the spec's candidate must never be contended for, or ``""``."""
+    identity_error = identity_problem(view.holder_identity, allow_slash=False)
+    if identity_error:
+        return f"spec.holderIdentity: {identity_error}"
+    duration = view.lease_duration_seconds
+    if not 1 <= duration <= MAX_DURATION:
+        return (
+            f"spec.leaseDurationSeconds must be between 1 and {MAX_DURATION:g}, got "
+            f"{printable(duration)}"
+        )
+    renew, period = view.renew_deadline_seconds, view.retry_period_seconds
+    if renew is not None and not 1 <= renew < duration:
+        return (
+            "spec.renewDeadlineSeconds must be at least 1 and below leaseDurationSeconds, "
+            f"got {renew}"
+        )
+    if period is not None and not 0 <= period < (renew if renew else duration):
+        return (
+            "spec.retryPeriodSeconds must be below renewDeadlineSeconds (or "
+            f"leaseDurationSeconds), got {period}"
+        )
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """A generation with a non-empty holder, and when this controller first saw it."""
+
+    identity: str
+    seen: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,54 +134,81 @@ class CandidateState:
 
     identity: str
     generation: int
-    lease_duration: float
     first_seen: float
     """Monotonic time this controller first saw the current generation."""
     changed: bool
-    """Whether that generation was seen to *replace* an earlier one (a heartbeat)."""
+    """Whether that generation is a heartbeat: it replaced one this controller saw, or the object
+    was created after it started watching."""
+    tracked_since: float
+    """When this controller first saw the object at all."""
+    last_signal: Signal | None = None
+    """The latest generation with a non-empty holder (an empty holder keeps the one before)."""
+    deleting_since: float | None = None
+    """When this controller first saw the object being deleted."""
 
     def age(self, now: float) -> float:
         return now - self.first_seen
+
+    def last_seen_of(self, identity: str) -> float:
+        """The last moment ``identity`` could have signalled, as far as this controller knows."""
+        signal = self.last_signal
+        return (
+            signal.seen
+            if signal is not None and signal.identity == identity
+            else self.tracked_since
+        )
 
 
 def track_candidate(
     previous: CandidateState | None,
     identity: str,
     generation: int,
-    lease_duration: float,
     now: float,
+    *,
+    created: bool = False,
+    deleting: bool = False,
 ) -> CandidateState:
-    """Fold the spec just read into what we knew; a new generation is a heartbeat."""
+    """Fold the spec just read into what we knew; a new generation is a heartbeat, and so is the
+    first sight of an object the watch reported as created."""
     if previous is None:
-        return CandidateState(identity, generation, lease_duration, now, changed=False)
+        return CandidateState(
+            identity,
+            generation,
+            now,
+            changed=created,
+            tracked_since=now,
+            last_signal=Signal(identity, now) if identity else None,
+            deleting_since=now if deleting else None,
+        )
+    state = previous
     if generation != previous.generation:
-        return CandidateState(identity, generation, lease_duration, now, changed=True)
-    return previous
-
-
-def is_live(candidate: CandidateState, now: float) -> bool:
-    """Rule 2: a non-empty holder whose spec changed less than a lease duration ago."""
-    return (
-        candidate.identity != ""
-        and candidate.changed
-        and candidate.age(now) < candidate.lease_duration
-    )
-
-
-def is_stale(candidate: CandidateState, now: float) -> bool:
-    """No change for a lease duration: whatever the candidate was doing, it has stopped."""
-    return candidate.age(now) >= candidate.lease_duration
+        state = dataclasses.replace(
+            previous,
+            identity=identity,
+            generation=generation,
+            first_seen=now,
+            changed=True,
+            last_signal=Signal(identity, now) if identity else previous.last_signal,
+        )
+    if deleting and state.deleting_since is None:
+        state = dataclasses.replace(state, deleting_since=now)
+    return state
 
 
 class Action(enum.Enum):
     CONTEND = "contend"
-    """Acquire or renew the global lease for the local candidate."""
-    RELEASE = "release"
-    """Give up the global lease held for a local candidate."""
+    """A new signal: acquire or renew the global lease for the local candidate, then publish."""
+    PUBLISH = "publish"
+    """The signal was renewed: publish from the observed record, confirming only within its
+    window (no store access)."""
     OBSERVE = "observe"
-    """Only read the global record, to publish who leads."""
+    """Read the global record and publish who holds it (confirms nobody)."""
+    RELEASE = "release"
+    """Give up the global lease held for a local candidate that can no longer act."""
+    WAIT = "wait"
+    """First sight since start-up: change nothing until the candidate's next signal."""
     WAIT_TO_RELEASE = "wait-to-release"
-    """Deleted while its candidate may still act: keep the finalizer until it is stale."""
+    """Deleted while its candidate may still act: keep the finalizer until it cannot."""
     FORGET = "forget"
     """Deleted and nothing to release: drop the finalizer."""
 
@@ -94,41 +219,102 @@ class Plan:
     reason: str
     release_identity: str = ""
     """For RELEASE: the local identity the global lease is held for."""
+    confirm: bool = False
+    """For CONTEND and PUBLISH: status may name the candidate (its confirm window is open)."""
+    late: bool = False
+    """The signal was first reconciled after its candidate stopped waiting: not renewed."""
+    problem: str = ""
+    """The spec is refused (see :func:`spec_problem`); nobody is contended for."""
+    recheck_at: float | None = None
+    """When this decision changes without a new signal (monotonic)."""
 
 
 def plan(
     candidate: CandidateState,
     *,
     deleting: bool,
-    global_holder: tuple[str, str] | None,
-    cluster: str,
+    held_for: str,
+    stopped_first: bool,
+    renewed: bool,
+    attempted: bool,
+    problem: str,
+    windows: Windows | None,
+    record_hold: float,
     now: float,
 ) -> Plan:
-    """What to do for one lease. ``global_holder`` is the observed ``(cluster, identity)``."""
-    held_here = global_holder is not None and global_holder[0] == cluster and global_holder[1] != ""
-    local_holder = global_holder[1] if held_here and global_holder is not None else ""
+    """What to do for one lease.
+
+    ``held_for``: the local identity the observed global record names (``""``: not held by this
+    cluster). ``stopped_first``: the spec says ``held_for`` released after stopping its work.
+    ``renewed``/``attempted``: this generation's compare-and-swap succeeded / was tried.
+    ``record_hold``: the observed record's lease duration (the ``hold`` it was written with).
+    """
+    release_at: float | None = None
+    if held_for:
+        since = candidate.last_seen_of(held_for)
+        if deleting and candidate.deleting_since is not None:
+            since = min(since, candidate.deleting_since)
+        release_at = now if stopped_first else since + record_hold
     if deleting:
-        if not held_here:
+        if not held_for or release_at is None:
             return Plan(Action.FORGET, "deleted; this cluster holds no global lease for it")
-        if candidate.identity == "" or is_stale(candidate, now):
-            return Plan(Action.RELEASE, "deleted and its candidate stopped", local_holder)
-        return Plan(Action.WAIT_TO_RELEASE, "deleted; waiting until its candidate is stale")
-    if is_live(candidate, now):
-        return Plan(Action.CONTEND, f"candidate {candidate.identity!r} is live")
-    if held_here and (candidate.identity == "" or is_stale(candidate, now)):
-        why = "released by its candidate" if candidate.identity == "" else "its candidate is stale"
-        return Plan(Action.RELEASE, why, local_holder)
-    if candidate.identity and not candidate.changed:
-        return Plan(Action.OBSERVE, "first sight since start-up is not a heartbeat")
-    return Plan(Action.OBSERVE, "no live candidate")
+        if now >= release_at:
+            return Plan(Action.RELEASE, "deleted, and its candidate can no longer act", held_for)
+        return Plan(
+            Action.WAIT_TO_RELEASE,
+            "deleted; waiting until its candidate can no longer act",
+            recheck_at=release_at,
+        )
+    identity = candidate.identity
+    not_asked_for = held_for and (identity != held_for or problem)
+    if not_asked_for and release_at is not None and now >= release_at:
+        why = "released by its candidate" if stopped_first else "its candidate went silent"
+        return Plan(Action.RELEASE, why, held_for)
+    if problem:
+        return Plan(Action.OBSERVE, "the spec is refused", problem=problem, recheck_at=release_at)
+    if not identity or windows is None:
+        return Plan(Action.OBSERVE, "no candidate", recheck_at=release_at)
+    age = candidate.age(now)
+    stale = age >= windows.hold
+    if held_for == identity and age >= max(windows.hold, record_hold):
+        return Plan(Action.RELEASE, "its candidate is stale", held_for)
+    if not candidate.changed:
+        if stale:
+            return Plan(Action.OBSERVE, "no live candidate")
+        return Plan(
+            Action.WAIT,
+            "first sight since start-up is not a heartbeat",
+            recheck_at=candidate.first_seen + windows.hold,
+        )
+    if renewed:
+        confirm = age < windows.confirm
+        until = windows.confirm if confirm else windows.hold
+        return Plan(
+            Action.PUBLISH,
+            "renewed for this signal",
+            confirm=confirm,
+            recheck_at=candidate.first_seen + until,
+        )
+    if age <= windows.renew and not stale:
+        return Plan(
+            Action.CONTEND,
+            f"candidate {printable(identity)} signalled",
+            confirm=True,
+            recheck_at=candidate.first_seen + windows.renew,
+        )
+    return Plan(
+        Action.OBSERVE,
+        "signal not renewed in time" if not attempted else "no live candidate",
+        late=not attempted,
+        recheck_at=candidate.first_seen + windows.hold if not stale else None,
+    )
 
 
-def next_check(candidate: CandidateState, now: float, retry_period: float) -> float:
-    """Seconds until the next reconcile: the retry period, or sooner when the candidate turns
-    stale, so a release is not late by up to a period."""
-    until_stale = candidate.lease_duration - candidate.age(now)
-    if until_stale > 0:
-        return min(retry_period, until_stale + 0.001)
+def next_check(plan: Plan, now: float, retry_period: float) -> float:
+    """Seconds until the next reconcile: the retry period, or sooner when the decision changes
+    (a window closes, a candidate turns stale), so a rewrite or release is not late."""
+    if plan.recheck_at is not None and plan.recheck_at > now:
+        return min(retry_period, plan.recheck_at - now + 0.001)
     return retry_period
 
 
@@ -141,8 +327,12 @@ class Outcome:
     record: LeaseObject | None
     holder_expired: bool
     confirmed: str = ""
-    """The local identity whose compare-and-swap succeeded in this reconcile."""
+    """The local identity confirmed by this status (renewed for this generation, in its
+    window)."""
     backend_error: str = ""
+    problem: str = ""
+    late: bool = False
+    deleting: bool = False
 
 
 def build_status(
@@ -168,30 +358,43 @@ def build_status(
         status["globalLeaseDurationSeconds"] = max(1, round(record.data.lease_duration_seconds))
         status["globalLeaseTransitions"] = record.data.lease_transitions
         status["fencingToken"] = record.fencing_token if live else None
-    status["conditions"] = _conditions(
-        outcome, holder, holder_cluster, previous_conditions, wall_now
-    )
+    status["conditions"] = _conditions(outcome, holder, previous_conditions, wall_now)
     return status
 
 
 def _conditions(
     outcome: Outcome,
     holder: str,
-    holder_cluster: str,
     previous: list[dict[str, Any]],
     wall_now: Any,
 ) -> list[dict[str, Any]]:
     if outcome.backend_error:
-        healthy = ("False", "BackendError", f"global store error: {outcome.backend_error}")
+        healthy = (
+            "False",
+            "BackendError",
+            f"global store error: {printable(outcome.backend_error, 1000)}",
+        )
     else:
         healthy = ("True", "BackendHealthy", "the global store answered")
-    if outcome.confirmed:
+    confirmed = outcome.confirmed != "" and holder == outcome.confirmed
+    if outcome.deleting:
+        acquired = ("False", "Deleting", "the object is being deleted; nobody is confirmed")
+    elif outcome.problem:
+        acquired = ("False", "InvalidSpec", f"{outcome.problem}; nobody is confirmed")
+    elif outcome.late:
+        acquired = (
+            "False",
+            "ConfirmationLate",
+            "the controller saw the signal after its candidate stopped waiting for a "
+            "confirmation, so it did not renew the global lease for it",
+        )
+    elif confirmed:
         acquired = ("True", "LockAcquired", f"global lease held by this cluster's {holder}")
     elif holder:
         acquired = ("False", "HeldElsewhere", f"global lease held by {holder}")
     else:
         acquired = ("False", "LockNotAcquired", "no live holder of the global lease is known")
-    by_type = {c.get("type"): c for c in previous}
+    by_type = {c.get("type"): c for c in previous if isinstance(c, dict)}
     return [
         _condition(CONDITION_BACKEND_HEALTHY, *healthy, by_type, outcome.generation, wall_now),
         _condition(CONDITION_LOCK_ACQUIRED, *acquired, by_type, outcome.generation, wall_now),
@@ -208,7 +411,7 @@ def _condition(
     wall_now: Any,
 ) -> dict[str, Any]:
     old = previous.get(kind)
-    changed = old is None or old.get("status") != status
+    changed = old is None or old.get("status") != status or not old.get("lastTransitionTime")
     return {
         "type": kind,
         "status": status,

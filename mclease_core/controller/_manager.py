@@ -1,10 +1,20 @@
 """The election controller process: watch, queue, workers, replica election, health, metrics.
 
-``Controller.run()`` lists and watches MultiClusterLease objects (all namespaces or the given
-ones), queues a lease when its spec generation changes or it is being deleted, and reconciles it
-at once; each reconcile asks to be queued again after a (jittered) retry period. With
-``leader_elect`` only the replica holding a ``coordination.k8s.io`` Lease reconciles; a replica
-that loses it stops and exits non-zero, as controller-runtime does, so it restarts clean.
+``Controller.run()`` lists and watches MultiClusterLease objects (all namespaces, or a watch per
+given namespace), queues a lease when its spec generation changes or it is being deleted, and
+reconciles it at once; each reconcile asks to be queued again after a (jittered) retry period. An
+object the watch reports as created after the controller started is a signal (its candidate's
+create), unlike one it finds in its first list.
+
+A watch that goes silent (a proxy or load balancer dropping the connection without closing it) is
+noticed: the server ends every watch after ``watch_timeout`` and sends bookmarks, so a read that
+waits longer than that plus a grace is a dead connection; TCP keepalive probes it too. ``/healthz``
+fails while no list, event, bookmark or clean end of a watch arrived for that long.
+
+With ``leader_elect`` only the replica holding a ``coordination.k8s.io`` Lease reconciles; a
+replica that loses it stops and exits non-zero, as controller-runtime does, so it restarts clean.
+Every reconcile checks the replica's term before it is started and before each write, on the
+monotonic clock: a replica paused past its term and resumed writes nothing.
 
 Not here: what a reconcile does (``_reconciler``).
 """
@@ -19,6 +29,7 @@ import os
 import random
 import socket
 import threading
+import time
 from typing import Any
 
 from kubernetes import client as k8s
@@ -29,16 +40,23 @@ from prometheus_client import start_http_server
 from .._decisions import LeaseTiming
 from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from .._storage import Storage
-from ..kube._client import single_attempt_client
+from ..kube._client import describe_error, single_attempt_client
 from ..kube._lease_storage import CoordinationLeaseStorage
 from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
 from ._metrics import Metrics
 from ._queue import WorkQueue
-from ._reconciler import Reconciler
+from ._reconciler import NotActive, Reconciler, StaleCopy
 
 log = logging.getLogger("mclease.controller")
 
-WATCH_TIMEOUT = 60
+WATCH_TIMEOUT = 60.0
+
+
+def watch_grace(watch_timeout: float) -> float:
+    """How much longer than ``watch_timeout`` a watch may stay silent before it is presumed
+    dead: a quarter of it, between 1 and 10 seconds."""
+    return min(10.0, max(1.0, watch_timeout / 4))
+
 JITTER = 0.2
 
 
@@ -54,6 +72,8 @@ class ControllerConfig:
     leader_elect: bool = False
     leader_elect_namespace: str = "default"
     leader_elect_timing: LeaseTiming = dataclasses.field(default_factory=LeaseTiming)
+    watch_timeout: float = WATCH_TIMEOUT
+    """Seconds after which the API server ends each watch (a new one starts at once)."""
     identity: str = dataclasses.field(
         default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}"
     )
@@ -63,7 +83,7 @@ class Controller:
     def __init__(self, api_client: k8s.ApiClient, storage: Storage, config: ControllerConfig):
         self.config = config
         self.api_client = api_client
-        self.custom = k8s.CustomObjectsApi(single_attempt_client(api_client))
+        self.custom = k8s.CustomObjectsApi(single_attempt_client(api_client, keep_alive=True))
         self.core = k8s.CoreV1Api(api_client)
         self.metrics = Metrics()
         self.queue = WorkQueue()
@@ -74,12 +94,20 @@ class Controller:
             retry_period=config.retry_period,
             metrics=self.metrics,
             events=self._event,
+            may_act=self.may_act,
         )
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._ready = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watchers: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
+        self._progress: dict[str | None, float] = {}
+        """Per watched namespace: monotonic time of the last sign of life of its watch."""
+        self._listed: set[str | None] = set()
+        self._created: set[str] = set()
+        """Keys the watch reported as created after the controller started (a signal)."""
+        self._delivered: dict[str, float] = {}
+        """When the watch delivered each key's latest generation (monotonic)."""
         self._generations: dict[str, tuple[int, bool]] = {}
         self._objects: dict[str, dict[str, Any]] = {}
         """The latest copy of each lease the watch delivered: reconciles read no object."""
@@ -115,10 +143,21 @@ class Controller:
         return self._ready.is_set() or (self.config.leader_elect and not self._leading())
 
     def healthy(self) -> bool:
-        threads = [*self._workers, *([self._watcher] if self._watcher else [])]
+        threads = [*self._workers, *self._watchers]
         alive = all(thread.is_alive() for thread in threads) or self._stop.is_set()
         replica_ok = self._replica is None or self._replica.healthy()
-        return alive and replica_ok
+        return alive and replica_ok and self.watching()
+
+    def watching(self) -> bool:
+        """False while a watch has shown no sign of life for longer than it may."""
+        limit = self.config.watch_timeout + watch_grace(self.config.watch_timeout)
+        now = time.monotonic()
+        return all(now - moment <= limit for moment in list(self._progress.values()))
+
+    def may_act(self) -> bool:
+        """Whether this replica may write: always without ``leader_elect``, else only within
+        its term (monotonic clock)."""
+        return not self.config.leader_elect or self._leading()
 
     def _leading(self) -> bool:
         return self._replica is not None and self._replica.is_leader()
@@ -151,8 +190,17 @@ class Controller:
         self._stop.set()
 
     def _start_reconciling(self) -> None:
-        self._watcher = threading.Thread(target=self._watch, name="mclease-watch", daemon=True)
-        self._watcher.start()
+        namespaces: list[str | None] = [*dict.fromkeys(self.config.namespaces)] or [None]
+        for namespace in namespaces:
+            self._progress[namespace] = time.monotonic()
+            watcher = threading.Thread(
+                target=self._watch,
+                args=(namespace,),
+                name=f"mclease-watch-{namespace or 'all'}",
+                daemon=True,
+            )
+            watcher.start()
+            self._watchers.append(watcher)
         for index in range(self.config.workers):
             worker = threading.Thread(
                 target=self._work, name=f"mclease-worker-{index}", daemon=True
@@ -162,34 +210,45 @@ class Controller:
 
     # ----- watching ------------------------------------------------------------------------------
 
-    def _watch(self) -> None:
+    def _watch(self, namespace: str | None) -> None:
         backoff = 0.2
+        where = namespace or "all namespaces"
         while not self._stop.is_set():
             try:
-                namespaces: list[str | None] = [*self.config.namespaces] or [None]
-                for namespace in namespaces:
-                    self._list_and_watch(namespace)
+                self._list_and_watch(namespace)
                 backoff = 0.2
             except Exception as exc:
-                log.warning("watch of %s failed: %s; retrying in %.1fs", PLURAL, exc, backoff)
+                log.warning(
+                    "watch of %s in %s failed: %s; retrying in %.1fs",
+                    PLURAL,
+                    where,
+                    describe_error(exc),
+                    backoff,
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
     def _list_and_watch(self, namespace: str | None) -> None:
         listing = self._list(namespace)
+        self._progress[namespace] = time.monotonic()
         for obj in listing.get("items", []):
             self._offer(obj, "SYNC")
-        self._ready.set()
+        self._listed.add(namespace)
+        if len(self._listed) >= len(self._progress):
+            self._ready.set()
         resource_version = listing["metadata"]["resourceVersion"]
         stream = k8s_watch.Watch()
+        timeout = self.config.watch_timeout
         kwargs: dict[str, Any] = {
             "resource_version": resource_version,
-            "timeout_seconds": WATCH_TIMEOUT,
+            "timeout_seconds": max(1, int(timeout)),
             "allow_watch_bookmarks": True,
+            "_request_timeout": (10.0, timeout + watch_grace(timeout)),
         }
         method, args = self._list_call(namespace)
         while not self._stop.is_set():
             for event in stream.stream(method, *args, **kwargs):
+                self._progress[namespace] = time.monotonic()
                 obj = event["object"]
                 if event["type"] == "ERROR":
                     raise ApiException(
@@ -201,10 +260,11 @@ class Controller:
                 if self._stop.is_set():
                     stream.stop()
                     return
+            self._progress[namespace] = time.monotonic()  # the server ended it: alive
 
     def _list(self, namespace: str | None) -> dict[str, Any]:
         method, args = self._list_call(namespace)
-        result: dict[str, Any] = method(*args, _request_timeout=30)
+        result: dict[str, Any] = method(*args, _request_timeout=(10.0, 30.0))
         return result
 
     def _list_call(self, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
@@ -220,12 +280,18 @@ class Controller:
         if kind == "DELETED":
             self._generations.pop(key, None)
             self._objects.pop(key, None)
+            self._created.discard(key)
+            self._delivered.pop(key, None)
             self.reconciler.forget(key)
             return
+        if kind == "ADDED" and key not in self._generations:
+            self._created.add(key)
         self._objects[key] = obj
         seen = (int(metadata.get("generation") or 0), bool(metadata.get("deletionTimestamp")))
         if self._generations.get(key) == seen and kind != "SYNC":
             return
+        if self._generations.get(key, (None,))[0] != seen[0]:
+            self._delivered[key] = time.monotonic()
         self._generations[key] = seen
         self.queue.add(key)
 
@@ -238,28 +304,44 @@ class Controller:
             if item is None:
                 continue
             key, lag = item
-            self.metrics.reconcile_lag.observe(lag)
-            namespace, name = key.split("/", 1)
             try:
-                result = self.reconciler.reconcile(namespace, name, self._objects.get(key))
-                failures.pop(key, None)
-                if result.requeue_after is not None:
-                    self.queue.add(key, self._spread(result.requeue_after))
-            except Exception as exc:
-                self._objects.pop(key, None)  # the retry reads the object afresh
-                count = failures[key] = failures.get(key, 0) + 1
-                delay = min(self.config.retry_period, 0.05 * 2**count)
-                self.metrics.reconcile_errors.inc()
-                log.warning(
-                    "%s: reconcile failed (%s: %s); retrying in %.2fs",
-                    key,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                self.queue.add(key, delay)
+                if not self.may_act():
+                    continue  # a paused replica that resumed past its term: touch nothing
+                self.metrics.reconcile_lag.observe(lag)
+                self._reconcile(key, failures)
             finally:
                 self.queue.done(key)
+
+    def _reconcile(self, key: str, failures: dict[str, int]) -> None:
+        namespace, name = key.split("/", 1)
+        created = key in self._created
+        self._created.discard(key)
+        try:
+            obj = self._objects.get(key)
+            result = self.reconciler.reconcile(
+                namespace,
+                name,
+                obj,
+                created=created,
+                seen_at=self._delivered.get(key) if obj is not None else None,
+            )
+            failures.pop(key, None)
+            if result.requeue_after is not None:
+                self.queue.add(key, self._spread(result.requeue_after))
+        except NotActive:
+            log.info("%s: not the active replica any more; nothing written", key)
+        except StaleCopy:
+            self._objects.pop(key, None)  # read it afresh, at once
+            self.queue.add(key)
+        except Exception as exc:
+            self._objects.pop(key, None)  # the retry reads the object afresh
+            count = failures[key] = failures.get(key, 0) + 1
+            delay = min(self.config.retry_period, 0.05 * 2**count)
+            self.metrics.reconcile_errors.inc()
+            log.warning(
+                "%s: reconcile failed (%s); retrying in %.2fs", key, describe_error(exc), delay
+            )
+            self.queue.add(key, delay)
 
     def _spread(self, delay: float) -> float:
         """Jitter periodic requeues so leases do not reconcile in lockstep; keep earlier,
@@ -279,7 +361,7 @@ class Controller:
                 namespace=view.namespace,
             ),
             reason=reason,
-            message=message,
+            message=message[:1024],
             type=kind,
             first_timestamp=now,
             last_timestamp=now,

@@ -57,6 +57,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.late_signals = Counter(
+            "mclease_late_signals",
+            "Signals first reconciled after their candidate stopped waiting for a confirmation "
+            "(not renewed: renewing could not make anyone lead)",
+            registry=self.registry,
+        )
+        self.status_rejections = Counter(
+            "mclease_status_rejections",
+            "Status writes the API server refused as invalid (a value its schema cannot hold)",
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "mclease_reconcile_errors",
             "Reconciles that failed and were retried",

@@ -1,9 +1,16 @@
 """One reconcile of one MultiClusterLease: read it, act on the global lease, write status.
 
 The reconciler keeps, per lease, what the decisions need between reconciles: the candidate's
-generation and when it was first seen (liveness, rule 2), and a :class:`LeaderElector` for the
-current candidate (its observation of the global record and its cached version for one-write
-renewals). It is driven by the manager's work queue, one lease at a time per key.
+generation and when it was first seen (liveness, rule 2), which generation was renewed, and a
+:class:`LeaderElector` for the current candidate (its observation of the global record and its
+cached version for one-write renewals). It is driven by the manager's work queue, one lease at a
+time per key.
+
+Every write (a compare-and-swap on the global store, a status or finalizer patch) first asks
+``may_act``: a replica that lost its election term, say after a pause, acts on nothing it read
+before, whatever moment it resumes in. Releases are bound to the record version they were judged
+on, and status patches to the object version they were computed from, so even a write sent in the
+instant between that check and a lost term changes nothing that moved on.
 
 Not here: watching, queueing, threads (``_manager``) and the decisions themselves (``_decisions``).
 """
@@ -21,32 +28,51 @@ from kubernetes.client.exceptions import ApiException
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
-from .._elector import LeaderElector
-from .._errors import ConfigurationError, StorageError
-from .._storage import Storage
+from .._elector import LeaderElector, release_observed
+from .._errors import ConfigurationError, MCLeaseError, StorageError
+from .._limits import MAX_DURATION, printable
+from .._storage import LeaseObject, Storage
+from ..kube._client import Deadline
 from ..kube._resource import FINALIZER, GROUP, PLURAL, VERSION, InvalidLeaseError, LeaseView
 from ._decisions import (
     Action,
     CandidateState,
     Outcome,
     Plan,
+    Windows,
     build_status,
     next_check,
     plan,
+    spec_problem,
     track_candidate,
+    windows,
 )
 from ._metrics import MeteredStorage, Metrics
 
 log = logging.getLogger("mclease.controller")
+
+CONFIRM_SLACK = 0.05
+"""A confirming status is sent only if at least this much of its window is left."""
+
+
+class NotActive(MCLeaseError):
+    """This controller replica may not act (it is not the active one): nothing was written."""
+
+
+class StaleCopy(MCLeaseError):
+    """The object changed since the copy this reconcile acted on: reconcile it afresh."""
 
 
 @dataclasses.dataclass
 class _LeaseState:
     candidate: CandidateState
     elector: LeaderElector | None = None
-    confirmed_generation: int | None = None
-    last_status: dict[str, Any] | None = None
+    renewed_generation: int | None = None
+    """The generation this controller's compare-and-swap succeeded for."""
+    attempted_generation: int | None = None
     last_holder: str = ""
+    reported: str = ""
+    """The last warning (late signal, refused status) sent as an Event, so it is sent once."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +95,7 @@ class Reconciler:
         metrics: Metrics | None = None,
         events: Callable[[LeaseView, str, str, str], None] | None = None,
         request_timeout: float = 5.0,
+        may_act: Callable[[], bool] = lambda: True,
     ):
         if not cluster or "/" in cluster:
             raise ConfigurationError(f"cluster name must be non-empty without '/', got {cluster!r}")
@@ -80,29 +107,40 @@ class Reconciler:
         self.clock = clock
         self.events = events or (lambda view, kind, reason, message: None)
         self.request_timeout = request_timeout
+        self.may_act = may_act
+        self._requests = Deadline()  # real network time, whatever clock the decisions use
         self._leases: dict[str, _LeaseState] = {}
 
     def reconcile(
-        self, namespace: str, name: str, obj: dict[str, Any] | None = None
+        self,
+        namespace: str,
+        name: str,
+        obj: dict[str, Any] | None = None,
+        *,
+        created: bool = False,
+        seen_at: float | None = None,
     ) -> ReconcileResult:
         """Reconcile one lease: ``obj`` as the watch last delivered it, or read now if ``None``.
+        ``created``: the watch reported the object as created after it started. ``seen_at``:
+        when the watch delivered ``obj`` (this reconciler's clock), so the windows of a signal
+        count from its delivery, not from whenever a worker got to it.
 
         A watched copy may trail the API server by a moment; that is safe: status records the
-        generation acted on (a newer signal is simply not confirmed by it), and the finalizer
-        write carries the copy's resourceVersion, so a stale one fails and is retried.
+        generation acted on (a newer signal is simply not confirmed by it), and status and
+        finalizer writes carry the copy's resourceVersion, so a stale one fails and is retried.
         """
         started = time.monotonic()
         if obj is None:
             try:
                 obj = cast(
                     dict[str, Any],
-                    self.api.get_namespaced_custom_object(
+                    self._request(
+                        self.api.get_namespaced_custom_object,
                         GROUP,
                         VERSION,
                         namespace,
                         PLURAL,
                         name,
-                        _request_timeout=self.request_timeout,
                     ),
                 )
             except ApiException as exc:
@@ -113,10 +151,10 @@ class Reconciler:
         try:
             view = LeaseView.from_object(obj)
         except InvalidLeaseError as exc:
-            log.error("%s/%s: %s; not reconciled", namespace, name, exc)
+            log.error("%s/%s: %s; not reconciled", namespace, name, printable(exc, 300))
             return ReconcileResult(None)
         try:
-            return self._reconcile(view)
+            return self._reconcile(view, created, seen_at)
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
 
@@ -125,43 +163,51 @@ class Reconciler:
 
     # ----- one lease -----------------------------------------------------------------------------
 
-    def _reconcile(self, view: LeaseView) -> ReconcileResult:
+    def _reconcile(self, view: LeaseView, created: bool, seen_at: float | None) -> ReconcileResult:
         now = self.clock.monotonic()
-        state = self._track(view, now)
+        state = self._track(view, now if seen_at is None else min(now, seen_at), created)
         if not view.deleting and FINALIZER not in view.finalizers:
-            self._set_finalizers(view, [*view.finalizers, FINALIZER])
-        elector, setup_error = self._elector_for(view, state)
-        error = setup_error
+            view = self._set_finalizers(view, [*view.finalizers, FINALIZER])
+        problem, lease_windows = self._assess(view)
+        elector, error = self._elector_for(view, state, lease_windows)
         if elector is not None and elector.observed_record is None and not error:
             error = self._observe(elector)
-        holder = (
-            elector.observed_record.data.holder if elector and elector.observed_record else None
-        )
+        record = elector.observed_record if elector is not None else None
+        held_for = self._held_for(record)
         decision = plan(
             state.candidate,
             deleting=view.deleting,
-            global_holder=holder,
-            cluster=self.cluster,
+            held_for=held_for,
+            stopped_first=bool(held_for)
+            and view.holder_identity == ""
+            and view.released_by(held_for),
+            renewed=state.renewed_generation == view.generation,
+            attempted=state.attempted_generation == view.generation,
+            problem=problem,
+            windows=lease_windows,
+            record_hold=record.data.lease_duration_seconds if record is not None else 0.0,
             now=now,
         )
         log.debug("%s: %s (%s)", view.key, decision.action.value, decision.reason)
         confirmed = ""
         if elector is not None and not error:
-            confirmed, error = self._act(view, state, elector, decision)
+            confirmed, error = self._act(view, state, elector, decision, lease_windows)
         if view.deleting:
-            return self._finish_deletion(view, decision)
-        self._write_status(view, state, elector, confirmed, error)
-        delay = next_check(state.candidate, self.clock.monotonic(), self.retry_period)
+            return self._finish_deletion(view, state, elector, decision, error)
+        if decision.action is not Action.WAIT or not view.status_is_possible:
+            self._write_status(view, state, elector, confirmed, error, decision, lease_windows)
+        delay = next_check(decision, self.clock.monotonic(), self.retry_period)
         return ReconcileResult(delay, decision)
 
-    def _track(self, view: LeaseView, now: float) -> _LeaseState:
+    def _track(self, view: LeaseView, now: float, created: bool) -> _LeaseState:
         state = self._leases.get(view.key)
         candidate = track_candidate(
             state.candidate if state else None,
             view.holder_identity,
             view.generation,
-            float(view.lease_duration_seconds),
             now,
+            created=created,
+            deleting=view.deleting,
         )
         if state is None:
             state = _LeaseState(candidate)
@@ -169,19 +215,46 @@ class Reconciler:
         state.candidate = candidate
         return state
 
-    def _elector_for(self, view: LeaseView, state: _LeaseState) -> tuple[LeaderElector | None, str]:
-        """The elector for the current candidate; kept while the holder is empty, so it can
-        release for the previous one."""
-        identity = view.holder_identity
+    def _assess(self, view: LeaseView) -> tuple[str, Windows | None]:
+        """Why the spec is refused (or ``""``), and the windows of its candidate."""
+        problem = spec_problem(view)
+        if problem:
+            return problem, None
+        lease_windows = windows(
+            view.lease_duration_seconds,
+            view.renew_deadline_seconds,
+            view.retry_period_seconds,
+            view.call_bound_of(view.holder_identity),
+        )
+        if lease_windows.hold > MAX_DURATION:
+            return (
+                f"these timings need the global lease held {lease_windows.hold:g}s per renewal, "
+                f"above the limit of {MAX_DURATION:g}s; shorten leaseDurationSeconds or set "
+                "renewDeadlineSeconds",
+                None,
+            )
+        return "", lease_windows
+
+    def _held_for(self, record: LeaseObject | None) -> str:
+        if record is None or record.data.is_released or record.data.holder_cluster != self.cluster:
+            return ""
+        return record.data.holder_identity
+
+    def _elector_for(
+        self, view: LeaseView, state: _LeaseState, lease_windows: Windows | None
+    ) -> tuple[LeaderElector | None, str]:
+        """The elector for the current candidate. Kept while the spec names nobody valid (an
+        empty holder, a refused spec), whatever else changed, so it can release for the previous
+        candidate; rebuilt for a new candidate or new timings."""
+        identity = view.holder_identity if lease_windows is not None else ""
         current = state.elector
-        duration = float(view.lease_duration_seconds)
-        if (
-            current is not None
-            and (identity in ("", current.identity))
-            and (current.timing.lease_duration == duration)
-        ):
+        hold = lease_windows.hold if lease_windows is not None else None
+        same_timing = hold is None or (
+            current is not None and current.timing.lease_duration == hold
+        )
+        if current is not None and identity in ("", current.identity) and same_timing:
             return current, ""
-        if not identity and current is None:
+        if not identity:
             identity = "-"  # no candidate yet: an observer that never contends
         try:
             state.elector = LeaderElector(
@@ -189,58 +262,89 @@ class Reconciler:
                 view.key,
                 identity,
                 cluster=self.cluster,
-                timing=self._timing(duration),
+                timing=self._timing(
+                    hold if hold is not None else float(view.lease_duration_seconds)
+                ),
                 clock=self.clock,
                 release_on_stop=False,
             )
         except (ConfigurationError, ValueError) as exc:
             return None, f"cannot elect for this lease: {exc}"
-        state.confirmed_generation = None
+        state.renewed_generation = None
         return state.elector, ""
 
-    def _timing(self, lease_duration: float) -> LeaseTiming:
-        retry = min(self.retry_period, lease_duration / 2.5)
+    def _timing(self, hold: float) -> LeaseTiming:
+        hold = min(max(hold, 1.0), MAX_DURATION)
+        retry = min(self.retry_period, hold / 2.5)
         retry = max(retry, self.storage.capabilities.min_write_interval)
-        return LeaseTiming(lease_duration, 0.75 * lease_duration, retry)
+        return LeaseTiming(hold, 0.75 * hold, retry)
 
     def _act(
-        self, view: LeaseView, state: _LeaseState, elector: LeaderElector, decision: Plan
+        self,
+        view: LeaseView,
+        state: _LeaseState,
+        elector: LeaderElector,
+        decision: Plan,
+        lease_windows: Windows | None,
     ) -> tuple[str, str]:
-        """Carry out ``decision``; return (the identity confirmed by this reconcile, error)."""
-        if decision.action is Action.CONTEND:
-            if state.confirmed_generation == view.generation:
-                # Renewed for this signal already. One renewal per signal: renewing again without
-                # a new one would keep the lease for a candidate whose signals we cannot see
-                # (say, our API server hangs) and delay the other clusters' takeover.
-                return view.holder_identity, ""
+        """Carry out ``decision``; return (the identity the status may confirm, error)."""
+        action = decision.action
+        if action is Action.CONTEND:
+            self._check_active()
+            state.attempted_generation = view.generation
             outcome = elector.step()
             if outcome.wrote:
-                state.confirmed_generation = view.generation
-                return view.holder_identity, ""
+                state.renewed_generation = view.generation
+                return self._confirmable(view, state, lease_windows), ""
             return "", str(outcome.error) if outcome.error else ""
-        if decision.action is Action.RELEASE:
-            releaser = elector
-            if decision.release_identity != elector.identity:
-                releaser = LeaderElector(
-                    self.storage,
-                    view.key,
-                    decision.release_identity,
-                    cluster=self.cluster,
-                    timing=elector.timing,
-                    clock=self.clock,
-                )
-            if releaser.release():
-                self.events(
-                    view,
-                    "Normal",
-                    "Released",
-                    f"released the global lease held for {decision.release_identity!r}: "
-                    f"{decision.reason}",
-                )
-            state.confirmed_generation = None
-            error = self._observe(elector)
-            return "", error
-        return "", self._observe(elector)
+        if action is Action.PUBLISH:
+            return (self._confirmable(view, state, lease_windows) if decision.confirm else ""), ""
+        if action is Action.RELEASE:
+            return "", self._release(view, state, elector, decision)
+        if action is Action.OBSERVE:
+            return "", self._observe(elector)
+        return "", ""
+
+    def _confirmable(
+        self, view: LeaseView, state: _LeaseState, lease_windows: Windows | None
+    ) -> str:
+        """The identity to confirm, if its window is still open now (rule 4)."""
+        if lease_windows is None or state.renewed_generation != view.generation:
+            return ""
+        if self._window_left(state, lease_windows) < CONFIRM_SLACK:
+            return ""
+        return view.holder_identity
+
+    def _window_left(self, state: _LeaseState, lease_windows: Windows) -> float:
+        return state.candidate.first_seen + lease_windows.confirm - self.clock.monotonic()
+
+    def _release(
+        self, view: LeaseView, state: _LeaseState, elector: LeaderElector, decision: Plan
+    ) -> str:
+        record = elector.observed_record
+        if record is None:
+            return ""
+        self._check_active()
+        try:
+            released = release_observed(self.storage, view.key, record, self.clock.now())
+        except StorageError as exc:
+            return str(exc)
+        state.renewed_generation = None
+        if released is not None:
+            self.events(
+                view,
+                "Normal",
+                "Released",
+                f"released the global lease held for {printable(decision.release_identity)}: "
+                f"{decision.reason}",
+            )
+            log.info(
+                "%s: released the global lease held for %s (%s)",
+                view.key,
+                printable(decision.release_identity),
+                decision.reason,
+            )
+        return self._observe(elector)
 
     def _observe(self, elector: LeaderElector) -> str:
         try:
@@ -248,6 +352,10 @@ class Reconciler:
         except StorageError as exc:
             return str(exc)
         return ""
+
+    def _check_active(self) -> None:
+        if not self.may_act():
+            raise NotActive("this replica is not the active one; nothing written")
 
     # ----- writes to the API server --------------------------------------------------------------
 
@@ -258,28 +366,95 @@ class Reconciler:
         elector: LeaderElector | None,
         confirmed: str,
         error: str,
+        decision: Plan,
+        lease_windows: Windows | None,
+        *,
+        deleting: bool = False,
     ) -> None:
         record = elector.observed_record if elector is not None else None
         expired = elector.holder_expired() if elector is not None else True
-        outcome = Outcome(view.generation, self.cluster, record, expired, confirmed, error)
+        if confirmed and lease_windows is not None:
+            budget = min(self.request_timeout, self._window_left(state, lease_windows))
+            if budget < CONFIRM_SLACK:
+                confirmed = ""
+        else:
+            budget = self.request_timeout
+        outcome = Outcome(
+            view.generation,
+            self.cluster,
+            record,
+            expired,
+            confirmed,
+            error,
+            problem=decision.problem,
+            late=decision.late,
+            deleting=deleting,
+        )
         status = build_status(outcome, list(view.conditions), self.clock.now())
-        self._publish(view, state, status, record)
-        if _same_status(status, state.last_status):
+        self._publish(view, state, status, record, decision)
+        if view.status_is_possible and _same_status(status, view.status):
             return
-        self.api.patch_namespaced_custom_object_status(
+        self._check_active()
+        try:
+            self._patch_status(view, status, budget)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
+            if exc.status != 422:
+                raise
+            self._status_refused(view, state, status, exc)
+
+    def _patch_status(self, view: LeaseView, status: dict[str, Any], budget: float) -> None:
+        body = {"metadata": {"resourceVersion": view.resource_version}, "status": status}
+        self._request(
+            self.api.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             view.namespace,
             PLURAL,
             view.name,
-            {"status": status},
-            _request_timeout=self.request_timeout,
+            body,
+            budget=budget,
             _content_type="application/merge-patch+json",
         )
-        state.last_status = status
+
+    def _status_refused(
+        self, view: LeaseView, state: _LeaseState, status: dict[str, Any], exc: ApiException
+    ) -> None:
+        """The API server refused the status (a value its schema cannot hold): write one that
+        confirms nobody and says why, once; never retry the refused one in a loop."""
+        why = f"the API server refused the status: {printable(exc.body or exc.reason, 500)}"
+        log.error("%s: %s", view.key, why)
+        self.metrics.status_rejections.inc()
+        if state.reported != why:
+            state.reported = why
+            self.events(view, "Warning", "StatusRejected", why)
+        fallback = {
+            "observedGeneration": view.generation,
+            "globalHolderIdentity": "",
+            "globalHolderCluster": "",
+            "fencingToken": None,
+            "conditions": [
+                {**condition, "status": "False", "reason": "StatusRejected", "message": why}
+                for condition in status["conditions"]
+            ],
+        }
+        try:
+            self._patch_status(view, fallback, self.request_timeout)
+        except ApiException as again:
+            log.error(
+                "%s: the API server refused the fallback status too: HTTP %s",
+                view.key,
+                again.status,
+            )
 
     def _publish(
-        self, view: LeaseView, state: _LeaseState, status: dict[str, Any], record: Any
+        self,
+        view: LeaseView,
+        state: _LeaseState,
+        status: dict[str, Any],
+        record: Any,
+        decision: Plan,
     ) -> None:
         holder = status["globalHolderIdentity"]
         leader_here = holder != "" and "/" not in holder
@@ -289,43 +464,88 @@ class Reconciler:
                 record.data.lease_transitions
             )
         if holder and holder != state.last_holder:
-            self.events(view, "Normal", "LeaderChanged", f"global leader is now {holder}")
-            log.info("%s: global leader is now %s", view.key, holder)
-        state.last_holder = holder
-
-    def _finish_deletion(self, view: LeaseView, decision: Plan) -> ReconcileResult:
-        if decision.action is Action.WAIT_TO_RELEASE:
-            state = self._leases[view.key]
-            return ReconcileResult(
-                next_check(state.candidate, self.clock.monotonic(), self.retry_period), decision
+            self.events(
+                view, "Normal", "LeaderChanged", f"global leader is now {printable(holder)}"
             )
+            log.info("%s: global leader is now %s", view.key, printable(holder))
+        state.last_holder = holder
+        warning = decision.problem or ("late" if decision.late else "")
+        if warning and state.reported != warning:
+            state.reported = warning
+            if decision.late:
+                self.metrics.late_signals.inc()
+                message = (
+                    f"signal of {printable(view.holder_identity)} (generation {view.generation}) "
+                    "was reconciled after its candidate stopped waiting; not renewed"
+                )
+                self.events(view, "Warning", "ConfirmationLate", message)
+                log.warning("%s: %s", view.key, message)
+            else:
+                self.events(view, "Warning", "InvalidSpec", decision.problem)
+                log.warning("%s: spec refused: %s", view.key, decision.problem)
+        elif not warning and decision.action is Action.PUBLISH:
+            state.reported = ""
+
+    def _finish_deletion(
+        self,
+        view: LeaseView,
+        state: _LeaseState,
+        elector: LeaderElector | None,
+        decision: Plan,
+        error: str,
+    ) -> ReconcileResult:
+        if decision.action is Action.WAIT_TO_RELEASE:
+            self._write_status(view, state, elector, "", error, decision, None, deleting=True)
+            delay = next_check(decision, self.clock.monotonic(), self.retry_period)
+            return ReconcileResult(delay, decision)
+        if decision.action is Action.RELEASE and error:
+            return ReconcileResult(self.retry_period, decision)  # keep the finalizer; retry
         if FINALIZER in view.finalizers:
             self._set_finalizers(view, [f for f in view.finalizers if f != FINALIZER])
         self._leases.pop(view.key, None)
         return ReconcileResult(None, decision)
 
-    def _set_finalizers(self, view: LeaseView, finalizers: list[str]) -> None:
+    def _set_finalizers(self, view: LeaseView, finalizers: list[str]) -> LeaseView:
+        """Write the finalizers; the view as it is afterwards (a new resourceVersion)."""
+        self._check_active()
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": view.resource_version}}
-        self.api.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            view.namespace,
-            PLURAL,
-            view.name,
-            body,
-            _request_timeout=self.request_timeout,
-            _content_type="application/merge-patch+json",
+        try:
+            written = self._request(
+                self.api.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                view.namespace,
+                PLURAL,
+                view.name,
+                body,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
+            raise
+        version = str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")
+        return dataclasses.replace(
+            view, resource_version=version or view.resource_version, finalizers=tuple(finalizers)
         )
+
+    def _request(
+        self, method: Callable[..., Any], *args: Any, budget: float | None = None, **kwargs: Any
+    ) -> Any:
+        seconds = self.request_timeout if budget is None else budget
+        return self._requests.call(method, *args, until=time.monotonic() + seconds, **kwargs)
 
 
 def _same_status(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
-    if old is None:
+    if not old:
         return False
 
     def strip(status: dict[str, Any]) -> dict[str, Any]:
         conditions = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status.get("conditions") or ()
+            if isinstance(c, dict)
         ]
-        return {**status, "conditions": conditions}
+        return {**{k: v for k, v in status.items() if v is not None}, "conditions": conditions}
 
     return strip(new) == strip(old)

@@ -46,6 +46,7 @@ class CandidateElector:
         release_on_stop: bool = True,
     ):
         self.lock = lock
+        lock.bind_elector()
         self.timing = lock.timing
         self.clock = lock.clock
         self.callbacks = callbacks or ElectorCallbacks()
@@ -57,7 +58,7 @@ class CandidateElector:
         self._reported: str | None = None
         self._stopping = threading.Event()
         self._watchdog = TermWatchdog(
-            self._term_deadline, self.check_deadline, self.clock, "mclease-candidate-watchdog"
+            self.term_deadline, self.check_deadline, self.clock, "mclease-candidate-watchdog"
         )
         self._thread: threading.Thread | None = None
 
@@ -70,6 +71,9 @@ class CandidateElector:
 
     @property
     def term(self) -> LeadershipTerm | None:
+        """The current term; its ``fencing_token`` is the latest one (it grows when the controller
+        re-acquires the global lease mid-term, say after a controller restart): read it before
+        each fenced write rather than keeping the one ``on_started_leading`` got."""
         with self._lock:
             term = self._term
         return term.public if term is not None and self.is_leader() else None
@@ -120,20 +124,37 @@ class CandidateElector:
         if confirmation is None:
             return
         deadline = confirmation.signalled_at + self.timing.renew_deadline
+        token = confirmation.fencing_token if confirmation.fencing_token is not None else -1
         started: LeadershipTerm | None = None
+        ended: tuple[_Term, str] | None = None
         with self._lock:
-            if self._term is not None:
-                self._term.deadline = max(self._term.deadline, deadline)
+            term = self._term
+            if term is not None and 0 <= token < term.public.fencing_token:
+                ended = (
+                    term,
+                    f"the fencing token went down ({term.public.fencing_token} to "
+                    f"{token}): the global store lost writes",
+                )
+            elif term is not None:
+                term.deadline = max(term.deadline, deadline)
+                if token != term.public.fencing_token and token >= 0:
+                    log.info(
+                        "%s: the controller re-acquired the global lease; the term goes on "
+                        "with fencing token %d (was %d)",
+                        self.lock.describe(),
+                        token,
+                        term.public.fencing_token,
+                    )
+                    term.public = dataclasses.replace(term.public, fencing_token=token)
             elif self.clock.monotonic() < deadline:
                 started = LeadershipTerm(
-                    self.lock.name,
-                    self.lock.identity,
-                    "",
-                    confirmation.fencing_token if confirmation.fencing_token is not None else -1,
-                    confirmation.signalled_at,
+                    self.lock.name, self.lock.identity, "", token, confirmation.signalled_at
                 )
                 self._term = _Term(started, deadline)
             self._watchdog.wake()
+        if ended is not None:
+            self._end(*ended)
+            return
         if started is not None:
             log.info(
                 "%s: started leading (fencing token %d)",
@@ -160,6 +181,7 @@ class CandidateElector:
                 return
             self._term = None
             self._watchdog.wake()
+        self.lock.end_term()
         log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
         self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
@@ -190,7 +212,8 @@ class CandidateElector:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _term_deadline(self) -> float | None:
+    def term_deadline(self) -> float | None:
+        """The monotonic time the current term ends unless renewed; ``None`` when not leading."""
         with self._lock:
             return self._term.deadline if self._term is not None else None
 

@@ -4,17 +4,27 @@ Signal, then poll. ``create``/``update`` write the candidate into ``spec`` with 
 optimistic concurrency (the ``resourceVersion`` of the last ``get``): only one local candidate can
 hold the spec, which is the local election. Then the call waits until the election controller
 confirms it in ``status``: ``observedGeneration`` at least the generation this write produced,
-and ``globalHolderIdentity`` naming this candidate. A stale status never confirms anyone.
+and ``globalHolderIdentity`` naming this candidate. A stale status never confirms anyone, nor does
+an impossible one (``observedGeneration`` above ``metadata.generation``).
 
-Every call is bounded by :func:`confirmation_bound`, measured on the monotonic clock from the
-start of the call, and a confirmation seen after the bound is refused. Why that keeps two leaders
-apart (docs/safety.md, rule 4): the controller renews the global lease only after it saw our
-signal, so another cluster can take the lease over no earlier than ``D`` after the signal, which
-is after the call started at ``t0``. After its last successful call returned (by ``t0 + C``), the
-standard Python elector sleeps ``P``, retries until ``R`` has passed, and its last, failing try
-(a ``get`` and an ``update``, up to ``C`` each) is followed by one more sleep of ``P`` before it
-notices the deadline and calls ``onstopped_leading``. So it stops by ``t0 + 3C + 2P + R``, and
-``3C + 2P + R + margin = D`` keeps that before ``t0 + D``.
+Every call ends by its deadline, :func:`confirmation_bound` after it started on the monotonic
+clock, whatever the network does (``_client.Deadline``), and a confirmation seen after it is
+refused. Why that keeps two leaders apart (docs/safety.md, "bounded confirmation"): the
+controller renews the global lease only after it saw our signal, so another cluster can take the
+lease over no earlier than ``D`` after the signal, which is after the call started at ``t0``.
+After its last successful call returned (by ``t0 + C``), the standard Python elector sleeps
+``P``, retries until ``R`` has passed, and its last, failing try (a ``get`` and an ``update``, up
+to ``C`` each) is followed by one more sleep of ``P`` before it notices the deadline and calls
+``onstopped_leading``. So it stops by ``t0 + 3C + 2P + R``, and ``3C + 2P + R + margin = D`` keeps
+that before ``t0 + D``.
+
+That elector measures its deadlines with ``time.time()``: a wall clock stepped back, or a process
+paused and resumed, keeps it renewing past them. The lock keeps its own term on the monotonic
+clock and refuses every call of a term that is over by it, so such a term is never confirmed
+again and the elector has to notice its loss (``onstopped_leading``) before it can lead anew.
+:meth:`MultiClusterLeaseLock.election_config` builds the elector's ``Config`` from the lock's own
+timings and tells the lock when the elector stops; :attr:`MultiClusterLeaseLock.fencing_token` is
+``None`` once the term is over by this process's monotonic clock.
 
 Not here: the election loop (``kubernetes.leaderelection.LeaderElection``, or our
 :class:`~mclease_core.kube.CandidateElector`), and the controller.
@@ -23,20 +33,33 @@ Not here: the election loop (``kubernetes.leaderelection.LeaderElection``, or ou
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from kubernetes.leaderelection import electionconfig
 from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
-from ._client import single_attempt_client
-from ._resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, LeaseView, format_time
+from .._limits import identity_problem, printable
+from ._client import Deadline, describe_error, single_attempt_client
+from ._resource import (
+    ANNOTATION_CANDIDATE,
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    LeaseView,
+    format_time,
+)
 
 log = logging.getLogger("mclease.lock")
 
@@ -76,6 +99,18 @@ def _shortest_lease_duration(timing: LeaseTiming) -> int:
     return math.ceil(max(needed + 0.5, needed / 0.9) - 1e-9)
 
 
+def whole_seconds(name: str, value: float) -> int:
+    """``value`` if it is a whole number of seconds; the MultiClusterLease spec holds only those,
+    and every cluster computes its bounds from what the spec holds."""
+    whole = isinstance(value, int | float) and not isinstance(value, bool)
+    if not whole or not math.isfinite(value) or not float(value).is_integer():
+        raise ValueError(
+            f"{name} must be a whole number of seconds (the MultiClusterLease spec holds whole "
+            f"seconds and every controller computes its bounds from it), got {value!r}"
+        )
+    return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Confirmation:
     """What the controller confirmed for this candidate's latest signal."""
@@ -90,8 +125,8 @@ class MultiClusterLeaseLock:
     """A resource lock backed by a MultiClusterLease in the candidate's own cluster.
 
     Duck-types the lock interface of ``kubernetes.leaderelection`` (``name``, ``namespace``,
-    ``identity``, ``get``, ``create``, ``update``). Pass the same three durations to the elector's
-    ``Config`` and here; the lock checks the lease duration the elector writes.
+    ``identity``, ``get``, ``create``, ``update``). Build the elector's ``Config`` with
+    :meth:`election_config`, so both use the same timings.
     """
 
     def __init__(
@@ -100,29 +135,99 @@ class MultiClusterLeaseLock:
         namespace: str,
         identity: str,
         *,
-        lease_duration: float = 20,
-        renew_deadline: float = 10,
-        retry_period: float = 2,
+        lease_duration: int = 20,
+        renew_deadline: int = 10,
+        retry_period: int = 2,
         api_client: k8s.ApiClient | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ):
-        if not identity or "/" in identity:
-            raise ValueError(f"identity must be non-empty and contain no '/', got {identity!r}")
+        problem = identity_problem(identity, allow_slash=False) if identity else "it is empty"
+        if problem:
+            raise ValueError(f"invalid candidate identity: {problem}")
         self.name = name
         self.namespace = namespace
         self.identity = identity
-        self.timing = LeaseTiming(lease_duration, renew_deadline, retry_period)
+        self.timing = LeaseTiming(
+            whole_seconds("lease_duration", lease_duration),
+            whole_seconds("renew_deadline", renew_deadline),
+            whole_seconds("retry_period", retry_period),
+        )
         self.call_bound = confirmation_bound(self.timing)
         self.clock = clock
         self._api = k8s.CustomObjectsApi(single_attempt_client(api_client))
+        self._deadline = Deadline(clock)
         self._last_seen: dict[str, Any] | None = None
         self.last_confirmation: Confirmation | None = None
         self.last_status: LeaseView | None = None
+        self._guard = threading.Lock()
+        self._term_end: float | None = None
+        """Monotonic: the latest moment a renewal of the confirmed term may start (the elector's
+        renew loop ends by then on a correct clock): last confirmed call's start + C + P + R."""
+        self._elector_leading: bool | None = None
+        """What the elector believes, when it tells us (``election_config``, CandidateElector);
+        ``None`` when it does not."""
+        self._refuse_until: float | None = None
+        self._last_return: float | None = None
+        self._warned_period = False
+
+    # ----- building the elector -----------------------------------------------------------------
+
+    def election_config(
+        self,
+        onstarted_leading: Callable[[], None],
+        onstopped_leading: Callable[[], None] | None = None,
+    ) -> electionconfig.Config:
+        """The standard elector's ``Config`` with this lock's timings; it also tells the lock
+        when the elector stops leading, so a term that is over is refused until it has."""
+        self.bind_elector()
+
+        def stopped() -> None:
+            self.end_term()
+            if onstopped_leading is not None:
+                onstopped_leading()
+
+        return electionconfig.Config(
+            self,
+            int(self.timing.lease_duration),
+            int(self.timing.renew_deadline),
+            int(self.timing.retry_period),
+            onstarted_leading,
+            stopped,
+        )
+
+    def bind_elector(self) -> None:
+        """The elector using this lock calls :meth:`end_term` whenever it stops leading (the
+        ``Config`` of :meth:`election_config` and ``CandidateElector`` do)."""
+        with self._guard:
+            self._elector_leading = False
+
+    def end_term(self) -> None:
+        """The elector has stopped leading: its next calls campaign anew."""
+        with self._guard:
+            self._term_end = None
+            self._refuse_until = None
+            if self._elector_leading is not None:
+                self._elector_leading = False
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The token of the current term, or ``None`` once the term is over by this process's
+        monotonic clock (whatever the elector believes): check it before every fenced write."""
+        with self._guard:
+            end = self._term_end
+        confirmation = self.last_confirmation
+        if end is None or confirmation is None or self.clock.monotonic() > end:
+            return None
+        return confirmation.fencing_token
 
     # ----- the interface of kubernetes.leaderelection --------------------------------------------
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
         """``(True, record)`` from status, or ``(False, ApiException)`` (404 when missing)."""
+        started = self.clock.monotonic()
+        refusal = self._refusal(started, "get")
+        if refusal:
+            return False, ApiException(status=0, reason=refusal)
         try:
             obj = self._call(
                 self._api.get_namespaced_custom_object,
@@ -131,8 +236,9 @@ class MultiClusterLeaseLock:
                 namespace,
                 PLURAL,
                 name,
-                budget=self.call_bound,
+                until=started + self.call_bound,
             )
+            view = LeaseView.from_object(obj)
         except ApiException as exc:
             self._last_seen = None
             return False, exc
@@ -140,18 +246,21 @@ class MultiClusterLeaseLock:
             self._last_seen = None
             return False, ApiException(status=0, reason=f"{type(exc).__name__}: {exc}")
         self._last_seen = obj
-        view = LeaseView.from_object(obj)
         self.last_status = view
         return True, _record_from(view)
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
         started = self.clock.monotonic()
-        if not self._duration_matches(election_record):
+        if self._refusal(started, "create") or not self._duration_matches(election_record):
             return False
         body = {
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": {ANNOTATION_CANDIDATE: self._annotation()},
+            },
             "spec": self._spec(),
         }
         try:
@@ -162,23 +271,26 @@ class MultiClusterLeaseLock:
                 namespace,
                 PLURAL,
                 body,
-                budget=self._remaining(started),
+                until=started + self.call_bound,
             )
         except Exception as exc:
-            log.info("%s: create failed: %s", self.describe(), _short(exc))
-            return False
-        return self._await_confirmation(started, written)
+            log.info("%s: create failed: %s", self.describe(), describe_error(exc))
+            return self._returned(False)
+        return self._returned(self._await_confirmation(started, written))
 
     def update(self, name: str, namespace: str, updated_record: Any) -> bool:
         started = self.clock.monotonic()
+        if self._refusal(started, "update"):
+            return False
         if self._last_seen is None:
             log.info("%s: update without a preceding get; refusing", self.describe())
             return False
         if not self._duration_matches(updated_record):
             return False
-        body = dict(self._last_seen)
-        body["spec"] = {**(body.get("spec") or {}), **self._spec()}
-        body.pop("status", None)
+        if (self._last_seen.get("metadata") or {}).get("deletionTimestamp"):
+            log.info("%s: the object is being deleted; not signalling", self.describe())
+            return self._returned(False)
+        body = self._body(self._spec(), self._annotation())
         try:
             written = self._call(
                 self._api.replace_namespaced_custom_object,
@@ -188,25 +300,30 @@ class MultiClusterLeaseLock:
                 PLURAL,
                 name,
                 body,
-                budget=self._remaining(started),
+                until=started + self.call_bound,
             )
         except ApiException as exc:
-            reason = "another candidate holds the local lock" if exc.status == 409 else _short(exc)
+            reason = (
+                "another candidate holds the local lock"
+                if exc.status == 409
+                else describe_error(exc)
+            )
             log.info("%s: signal not written: %s", self.describe(), reason)
-            return False
+            return self._returned(False)
         except Exception as exc:
-            log.info("%s: signal not written: %s", self.describe(), _short(exc))
-            return False
-        return self._await_confirmation(started, written)
+            log.info("%s: signal not written: %s", self.describe(), describe_error(exc))
+            return self._returned(False)
+        return self._returned(self._await_confirmation(started, written))
 
     def describe(self) -> str:
-        return f"multiclusterlease/{self.namespace}/{self.name} as {self.identity!r}"
+        return f"multiclusterlease/{self.namespace}/{self.name} as {printable(self.identity)}"
 
-    # ----- signal, then poll ------------------------------------------------------------------
+    # ----- release ------------------------------------------------------------------------------
 
     def release(self) -> bool:
         """Write an empty holder (only if we hold the spec) so the controller releases the
-        global lease at once. Call it only after the work has stopped."""
+        global lease at once. Call it only after the work has stopped: the write says so."""
+        self.end_term()
         started = self.clock.monotonic()
         ok, _ = self.get(self.name, self.namespace)
         if not ok or self._last_seen is None:
@@ -214,9 +331,8 @@ class MultiClusterLeaseLock:
         spec = self._last_seen.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return False
-        body = dict(self._last_seen)
-        body["spec"] = {**spec, "holderIdentity": "", "renewTime": format_time(self.clock.now())}
-        body.pop("status", None)
+        released = {**spec, "holderIdentity": "", "renewTime": format_time(self.clock.now())}
+        body = self._body(released, json.dumps({"identity": self.identity, "released": True}))
         try:
             self._call(
                 self._api.replace_namespaced_custom_object,
@@ -226,28 +342,46 @@ class MultiClusterLeaseLock:
                 PLURAL,
                 self.name,
                 body,
-                budget=self._remaining(started),
+                until=started + self.call_bound,
             )
         except Exception as exc:
-            log.info("%s: release not written: %s", self.describe(), _short(exc))
+            log.info("%s: release not written: %s", self.describe(), describe_error(exc))
             return False
         return True
+
+    # ----- signal, then poll ------------------------------------------------------------------
 
     def _spec(self) -> dict[str, Any]:
         return {
             "holderIdentity": self.identity,
             "renewTime": format_time(self.clock.now()),
-            "leaseDurationSeconds": _seconds(self.timing.lease_duration),
-            "renewDeadlineSeconds": _seconds(self.timing.renew_deadline),
+            "leaseDurationSeconds": int(self.timing.lease_duration),
+            "renewDeadlineSeconds": int(self.timing.renew_deadline),
             "retryPeriodSeconds": int(self.timing.retry_period),
         }
+
+    def _annotation(self) -> str:
+        """Tells the controller how long this candidate waits for a confirmation, so it does not
+        renew the global lease for a signal it can no longer confirm in time."""
+        return json.dumps({"identity": self.identity, "callBound": round(self.call_bound, 3)})
+
+    def _body(self, spec: dict[str, Any], annotation: str) -> dict[str, Any]:
+        assert self._last_seen is not None
+        body = dict(self._last_seen)
+        metadata = dict(body.get("metadata") or {})
+        annotations = {**(metadata.get("annotations") or {}), ANNOTATION_CANDIDATE: annotation}
+        metadata["annotations"] = annotations
+        body["metadata"] = metadata
+        body["spec"] = {**(body.get("spec") or {}), **spec}
+        body.pop("status", None)
+        return body
 
     def _await_confirmation(self, started: float, written: dict[str, Any]) -> bool:
         generation = int(written["metadata"]["generation"])
         self._last_seen = written
+        until = started + self.call_bound
         while True:
-            remaining = self._remaining(started)
-            if remaining <= 0:
+            if self.clock.monotonic() >= until:
                 log.info(
                     "%s: no confirmation of generation %d within %.2fs; not leading",
                     self.describe(),
@@ -263,18 +397,21 @@ class MultiClusterLeaseLock:
                     self.namespace,
                     PLURAL,
                     self.name,
-                    budget=remaining,
+                    until=until,
                 )
+                view = LeaseView.from_object(obj)
             except Exception as exc:
-                log.debug("%s: poll failed: %s", self.describe(), _short(exc))
-                time.sleep(min(POLL_INTERVAL, max(0.0, self._remaining(started))))
+                log.debug("%s: poll failed: %s", self.describe(), describe_error(exc))
+                self._pause(until)
                 continue
-            view = LeaseView.from_object(obj)
             self.last_status = view
             verdict = _judge(view, generation, self.identity)
             if verdict is not None:
                 return self._accept(started, generation, view, obj) if verdict else False
-            time.sleep(min(POLL_INTERVAL, max(0.0, self._remaining(started))))
+            self._pause(until)
+
+    def _pause(self, until: float) -> None:
+        time.sleep(max(0.0, min(POLL_INTERVAL, until - self.clock.monotonic())))
 
     def _accept(
         self, started: float, generation: int, view: LeaseView, obj: dict[str, Any]
@@ -284,24 +421,83 @@ class MultiClusterLeaseLock:
             return False
         self._last_seen = obj
         self.last_confirmation = Confirmation(generation, view.fencing_token, started)
+        timing = self.timing
+        with self._guard:
+            self._term_end = started + self.call_bound + timing.retry_period + timing.renew_deadline
+            self._refuse_until = None
+            if self._elector_leading is not None:
+                self._elector_leading = True
         return True
 
-    def _remaining(self, started: float) -> float:
-        return self.call_bound - (self.clock.monotonic() - started)
+    def _refusal(self, now: float, call: str) -> str:
+        """Why this call must be refused: it belongs to a term that is over by our clock and the
+        elector has not noticed yet (``""``: go ahead)."""
+        with self._guard:
+            end = self._term_end
+            if end is None or now <= end:
+                self._check_period(now, call)
+                return ""
+            if self._elector_leading is False:  # the elector stopped: this is a new campaign
+                self._term_end = None
+                return ""
+            first = self._refuse_until is None
+            if self._elector_leading is None:  # it does not tell us: wait out its renew loop
+                timing = self.timing
+                if first:
+                    self._refuse_until = (
+                        now + timing.renew_deadline + 2 * timing.retry_period + self.call_bound
+                    )
+                elif self._refuse_until is not None and now >= self._refuse_until:
+                    self._term_end = self._refuse_until = None
+                    return ""
+            elif first:  # it tells us: refuse until it has stopped leading (end_term)
+                self._refuse_until = math.inf
+        if first:
+            log.error(
+                "%s: the elector still renews a term that ended %.1fs ago by the monotonic clock "
+                "(a process pause, a wall clock stepped back, or an elector with a longer "
+                "renew_deadline or retry_period than the lock's); refusing its calls until it "
+                "stops leading",
+                self.describe(),
+                now - end,
+            )
+        return "the lock's term is over by the monotonic clock; the elector must stop leading"
 
-    def _call(self, method: Callable[..., Any], *args: Any, budget: float) -> Any:
-        if budget <= 0:
-            raise TimeoutError("the call's time budget is spent")
-        return method(*args, _request_timeout=budget)
+    def _check_period(self, now: float, call: str) -> None:
+        """An elector whose retry period is longer than the lock's renews late: say so once."""
+        last, self._last_return = self._last_return, None
+        if call != "get" or last is None or self._warned_period or self._term_end is None:
+            return
+        gap = now - last
+        period = self.timing.retry_period
+        if gap > period + max(0.5, period / 4):
+            self._warned_period = True
+            log.error(
+                "%s: the elector renewed %.2fs after its last confirmed call, but the lock's "
+                "retry_period is %gs: give the elector and the lock the same timings "
+                "(MultiClusterLeaseLock.election_config)",
+                self.describe(),
+                gap,
+                period,
+            )
+
+    def _returned(self, confirmed: bool) -> bool:
+        if confirmed:
+            with self._guard:
+                self._last_return = self.clock.monotonic()
+        return confirmed
+
+    def _call(self, method: Callable[..., Any], *args: Any, until: float) -> Any:
+        return self._deadline.call(method, *args, until=until)
 
     def _duration_matches(self, record: Any) -> bool:
         written = getattr(record, "lease_duration", None)
         if written is not None and float(written) != self.timing.lease_duration:
             log.error(
                 "%s: the elector's lease_duration (%s) differs from the lock's (%g); give both "
-                "the same timings",
+                "the same timings (MultiClusterLeaseLock.election_config)",
                 self.describe(),
-                written,
+                printable(written),
                 self.timing.lease_duration,
             )
             return False
@@ -312,6 +508,8 @@ def _judge(view: LeaseView, generation: int, identity: str) -> bool | None:
     """True: confirmed. False: our signal was overtaken. None: not decided yet."""
     if view.holder_identity != identity:
         return False  # another local candidate wrote the spec after us
+    if not view.status_is_possible:
+        return None  # a status for a generation that does not exist yet: forged, never obeyed
     if view.observed_generation is None or view.observed_generation < generation:
         return None  # the controller has not acted on our signal yet: a stale status
     if view.global_holder_identity == identity:
@@ -327,20 +525,13 @@ def _record_from(view: LeaseView) -> LeaderElectionRecord:
     and overwriting each other's spec, which would leave the global lease taken for a candidate
     that is no longer the spec holder. Nobody at all (released, expired, never held) becomes
     ``None``, which makes the standard elector try at once instead of waiting a lease duration.
+    An impossible status (see :func:`_judge`) is ignored.
     """
+    global_holder = view.global_holder_identity if view.status_is_possible else ""
+    renew_time = view.global_renew_time if view.status_is_possible else ""
     return LeaderElectionRecord(
-        view.global_holder_identity or view.holder_identity or None,
+        global_holder or view.holder_identity or None,
         str(view.lease_duration_seconds),
-        view.global_renew_time or "",
-        view.global_renew_time or "",
+        renew_time or "",
+        renew_time or "",
     )
-
-
-def _seconds(value: float) -> int:
-    return max(1, round(value))
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from typing import Any
 
 GROUP = "multicluster.core.cnrm.cloud.google.com"
@@ -19,6 +20,13 @@ KIND = "MultiClusterLease"
 API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = "multiclusterlease.core.cnrm.cloud.google.com/finalizer"
 """Upstream's finalizer name, kept so both controllers recognise it."""
+
+ANNOTATION_CANDIDATE = "mclease.io/candidate"
+"""Written by mclease's lock with every signal: ``{"identity": ..., "callBound": seconds}`` (how
+long that candidate waits for a confirmation), and with its release: ``{"identity": ...,
+"released": true}`` (the candidate stopped its work before releasing). Other clients (client-go's
+``ReleaseOnCancel`` releases *before* its work has stopped) do not write it; the controller
+applies it only when it names the identity concerned."""
 
 CONDITION_BACKEND_HEALTHY = "BackendHealthy"
 CONDITION_LOCK_ACQUIRED = "LockAcquiredInBackend"
@@ -31,8 +39,16 @@ class InvalidLeaseError(ValueError):
 
 
 def format_time(moment: dt.datetime) -> str:
-    """RFC 3339 in UTC with microseconds, as Kubernetes ``MicroTime`` serializes."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds, as Kubernetes ``MicroTime`` serializes.
+
+    A time another writer put in a record may lie outside what UTC can show (year 9999 at
+    -05:00, year 1 at +05:00): it is clamped, since nothing reads it but people."""
+    try:
+        utc = moment.astimezone(dt.UTC)
+    except OverflowError:
+        offset = moment.utcoffset() or dt.timedelta()
+        utc = dt.datetime.max if offset < dt.timedelta() else dt.datetime.min
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # %Y drops zeros
 
 
 def qualified(cluster: str, identity: str) -> str:
@@ -60,11 +76,34 @@ class LeaseView:
     global_renew_time: str
     fencing_token: int | None
     conditions: tuple[dict[str, Any], ...]
+    status: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """The status as written, for comparing with what the controller would write."""
+    candidate_note: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    """The parsed :data:`ANNOTATION_CANDIDATE`, ``{}`` when absent or malformed."""
 
     @property
     def key(self) -> str:
         """The global lease key: ``namespace/name``, the same in every cluster."""
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def status_is_possible(self) -> bool:
+        """False when status claims a generation that does not exist yet: nobody wrote it in
+        good faith, so it is never obeyed (and the controller rewrites it)."""
+        return self.observed_generation is None or self.observed_generation <= self.generation
+
+    def released_by(self, identity: str) -> bool:
+        """The annotation says ``identity`` released after stopping its work."""
+        note = self.candidate_note
+        return note.get("identity") == identity and note.get("released") is True
+
+    def call_bound_of(self, identity: str) -> float | None:
+        """How long ``identity`` waits for a confirmation, if its lock said so."""
+        note = self.candidate_note
+        bound = note.get("callBound")
+        if note.get("identity") != identity or isinstance(bound, bool):
+            return None
+        return float(bound) if isinstance(bound, int | float) and 0 < bound < 3600 else None
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> LeaseView:
@@ -91,6 +130,8 @@ class LeaseView:
                 global_renew_time=str(status.get("globalRenewTime") or ""),
                 fencing_token=_optional_int(status.get("fencingToken")),
                 conditions=tuple(status.get("conditions") or ()),
+                status=status,
+                candidate_note=_candidate_note(metadata),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidLeaseError(f"malformed {KIND} object: {exc}") from exc
@@ -103,6 +144,18 @@ def _mapping(obj: dict[str, Any], field: str, *, required: bool = True) -> dict[
     if not isinstance(value, dict):
         raise InvalidLeaseError(f"malformed {KIND} object: {field} is {type(value).__name__}")
     return value
+
+
+def _candidate_note(metadata: dict[str, Any]) -> dict[str, Any]:
+    annotations = metadata.get("annotations") or {}
+    text = annotations.get(ANNOTATION_CANDIDATE) if isinstance(annotations, dict) else None
+    if not isinstance(text, str) or len(text) > 4096:
+        return {}
+    try:
+        note = json.loads(text)
+    except ValueError:
+        return {}
+    return note if isinstance(note, dict) else {}
 
 
 def _optional_int(value: object) -> int | None:

@@ -49,6 +49,17 @@ def test_crd_prints_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
             "renew_deadline",
         ),
         (["--storage", "memory://", "--kill-grace", "10"], "kill grace"),
+        # issue 8 items 18 and 21: one range for every duration, never an OverflowError
+        (["--storage", "sqlite:///x.db?timeout=1e308"], "between 0.05 and 3600"),
+        (["--storage", "sqlite:///x.db?timeout=inf"], "between 0.05 and 3600"),
+        (["--storage", "memory://", "--lease-duration", "inf"], "between 0.05 and 3600"),
+        (["--storage", "memory://", "--lease-duration", "1e308"], "between 0.05 and 3600"),
+        (["--storage", "memory://", "--lease-duration", "nan"], "between 0.05 and 3600"),
+        (["--storage", "memory://", "--retry-period", "1e-9"], "between 0.05 and 3600"),
+        (
+            ["--storage", "memory://", "--lease-duration", str(50 * 365 * 86400)],
+            "between 0.05 and 3600",
+        ),
     ],
 )
 def test_configuration_errors_exit_2_with_a_clear_message(
@@ -93,3 +104,35 @@ def test_elect_returns_the_commands_exit_code_and_releases(tmp_path: Path) -> No
     from mclease_core import open_storage
 
     assert open_storage(url).read("job").data.is_released
+
+
+@pytest.mark.parametrize("content", [None, "{{{ not yaml", "kind: Config\nclusters: 7\n"])
+def test_a_bad_kubeconfig_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, content: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 8 item 21: a garbage or directory --kubeconfig gave a traceback."""
+    path = tmp_path / "kubeconfig"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    code = main(
+        [
+            "controller",
+            "--cluster-name",
+            "east",
+            "--storage",
+            "memory://",
+            "--kubeconfig",
+            str(path),
+            "--metrics-address",
+            "0",
+            "--health-address",
+            "0",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot load {path}" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

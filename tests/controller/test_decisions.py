@@ -1,8 +1,9 @@
-"""The controller's pure decisions: liveness, plans, and what status may say."""
+"""The controller's pure decisions: windows, liveness, plans, and what status may say."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -15,10 +16,18 @@ from mclease_core.controller import (
     plan,
     track_candidate,
 )
-from mclease_core.controller._decisions import is_live, next_check
+from mclease_core.controller._decisions import (
+    MIN_CONFIRM_WINDOW,
+    Plan,
+    Windows,
+    next_check,
+    safety_margin,
+    windows,
+)
 
 WALL = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 D = 10.0
+WINDOWS = windows(10, 4, 1)
 
 
 def record(cluster: str, identity: str, version: int = 7, transitions: int = 2) -> LeaseObject:
@@ -33,96 +42,163 @@ def record(cluster: str, identity: str, version: int = 7, transitions: int = 2) 
     return LeaseObject(data, version)
 
 
+def decide(candidate: CandidateState, now: float, **given: Any) -> Plan:
+    """``plan`` with the defaults of a lease nobody holds and no renewal yet."""
+    options: dict[str, Any] = {
+        "deleting": False,
+        "held_for": "",
+        "stopped_first": False,
+        "renewed": False,
+        "attempted": False,
+        "problem": "",
+        "windows": WINDOWS,
+        "record_hold": WINDOWS.hold,
+    }
+    options.update(given)
+    return plan(candidate, now=now, **options)
+
+
+def signalled(identity: str = "pod-a", at: float = 101.0) -> CandidateState:
+    """Seen at 100 (first sight), then a new generation at ``at``: a heartbeat."""
+    return track_candidate(track_candidate(None, identity, 5, 100.0), identity, 6, at)
+
+
+class TestWindows:
+    """Rule 4: a candidate that saw a confirmation within ``confirm`` of its signal stops acting
+    before another cluster can take over ``hold`` after it."""
+
+    @pytest.mark.parametrize(
+        ("duration", "renew", "retry"), [(6, 2, 1), (15, 10, 2), (20, 10, 2), (60, 40, 5)]
+    )
+    def test_a_confirmation_in_the_window_ends_acting_before_the_takeover(
+        self, duration: int, renew: int, retry: int
+    ) -> None:
+        bounds = windows(duration, renew, retry)
+        acts_until = bounds.confirm + retry + renew  # client-go: c + P + R after seeing it
+        assert acts_until + safety_margin(duration) <= bounds.hold + 1e-9
+        assert bounds.hold >= duration
+
+    def test_when_the_timings_leave_room_the_global_lease_keeps_the_candidates_duration(
+        self,
+    ) -> None:
+        assert windows(20, 10, 2) == Windows(hold=20, confirm=6, renew=6)
+
+    def test_an_unknown_renew_deadline_counts_as_the_whole_lease_duration(self) -> None:
+        """Upstream Go candidates write no renewDeadlineSeconds: R may be anything below D, so
+        the global lease is held longer than D and the window stays visible to a 1 s poller."""
+        bounds = windows(15, None, 2)
+        assert bounds.confirm == MIN_CONFIRM_WINDOW
+        assert bounds.hold == pytest.approx(MIN_CONFIRM_WINDOW + 2 + 15 + safety_margin(15))
+
+    def test_the_candidates_own_wait_limits_when_renewing_is_of_use(self) -> None:
+        """Issue 8 item 9: a signal its candidate no longer waits for is not renewed."""
+        assert windows(20, 10, 2, call_bound=1.333).renew == pytest.approx(1.333)
+        assert windows(20, 10, 2, call_bound=100).renew == 6
+
+
 class TestLiveness:
-    def test_first_sight_after_start_is_not_a_heartbeat(self) -> None:
-        seen = track_candidate(None, "pod-a", generation=5, lease_duration=D, now=100.0)
-        assert not is_live(seen, 100.0)
-        decision = plan(seen, deleting=False, global_holder=None, cluster="east", now=100.0)
-        assert decision.action is Action.OBSERVE
+    def test_first_sight_after_start_is_not_a_heartbeat_and_leaves_status_alone(self) -> None:
+        """Issue 8 item 10: a restarted controller must not demote the leader it has not heard
+        from yet; it waits for the next signal."""
+        seen = track_candidate(None, "pod-a", generation=5, now=100.0)
+        decision = decide(seen, 100.0, held_for="pod-a")
+        assert decision.action is Action.WAIT
+
+    def test_an_object_created_after_the_watch_started_is_a_signal(self) -> None:
+        """Issue 8 item 10: a Go candidate's first create is its signal (not D + P later)."""
+        created = track_candidate(None, "pod-a", generation=1, now=100.0, created=True)
+        assert decide(created, 100.0).action is Action.CONTEND
 
     def test_a_new_generation_is_a_heartbeat(self) -> None:
-        seen = track_candidate(None, "pod-a", 5, D, now=100.0)
-        seen = track_candidate(seen, "pod-a", 6, D, now=101.0)
-        assert is_live(seen, 101.0)
-        assert (
-            plan(seen, deleting=False, global_holder=None, cluster="east", now=101.0).action
-            is Action.CONTEND
-        )
+        assert decide(signalled(), 101.0).action is Action.CONTEND
 
-    def test_liveness_ends_a_lease_duration_after_the_last_change(self) -> None:
-        seen = track_candidate(track_candidate(None, "pod-a", 5, D, 100.0), "pod-a", 6, D, 101.0)
-        same = track_candidate(seen, "pod-a", 6, D, 110.9)
-        assert is_live(same, 110.9)
-        assert not is_live(same, 111.0)
+    def test_a_renewed_signal_is_published_confirming_only_within_its_window(self) -> None:
+        candidate = signalled()
+        inside = decide(candidate, 101.0 + WINDOWS.confirm - 0.01, renewed=True)
+        after = decide(candidate, 101.0 + WINDOWS.confirm, renewed=True)
+        assert inside.action is after.action is Action.PUBLISH
+        assert inside.confirm
+        assert not after.confirm, "a confirmation must not stay visible past its window"
+        assert inside.recheck_at == pytest.approx(101.0 + WINDOWS.confirm)
 
-    def test_an_empty_holder_is_never_live(self) -> None:
-        seen = track_candidate(track_candidate(None, "pod-a", 5, D, 100.0), "", 6, D, 101.0)
-        assert not is_live(seen, 101.0)
+    def test_a_signal_first_reconciled_after_its_candidate_stopped_waiting_is_not_renewed(
+        self,
+    ) -> None:
+        """Issue 8 item 9: renewing for it could not make anyone lead (livelock)."""
+        late = decide(signalled(), 101.0 + WINDOWS.renew + 0.01)
+        assert late.action is Action.OBSERVE
+        assert late.late
+
+    def test_a_follower_whose_attempt_lost_is_not_late(self) -> None:
+        decision = decide(signalled(), 101.0 + WINDOWS.renew + 0.01, attempted=True)
+        assert decision.action is Action.OBSERVE
+        assert not decision.late
+
+    def test_an_empty_holder_is_never_contended_for(self) -> None:
+        released = track_candidate(signalled(), "", 7, 102.0)
+        assert decide(released, 102.0).action is Action.OBSERVE
+
+    def test_a_refused_spec_is_never_contended_for(self) -> None:
+        decision = decide(signalled("east/x"), 101.0, problem="bad identity", windows=None)
+        assert decision.action is Action.OBSERVE
+        assert decision.problem == "bad identity"
 
 
 class TestRelease:
-    def live(self, identity: str = "pod-a") -> CandidateState:
-        return track_candidate(track_candidate(None, "x", 1, D, 100.0), identity, 2, D, 101.0)
-
-    def test_a_released_spec_releases_the_global_lease_held_here(self) -> None:
-        released = track_candidate(self.live(), "", 3, D, 102.0)
-        decision = plan(
-            released, deleting=False, global_holder=("east", "pod-a"), cluster="east", now=102.0
-        )
+    def test_a_release_by_mclease_lock_releases_at_once(self) -> None:
+        released = track_candidate(signalled(), "", 7, 102.0)
+        decision = decide(released, 102.0, held_for="pod-a", stopped_first=True)
         assert decision.action is Action.RELEASE
         assert decision.release_identity == "pod-a"
 
-    def test_a_stale_candidate_releases_only_after_a_full_lease_duration(self) -> None:
-        candidate = self.live()
-        assert (
-            plan(
-                candidate,
-                deleting=False,
-                global_holder=("east", "pod-a"),
-                cluster="east",
-                now=110.9,
-            ).action
-            is Action.CONTEND
-        )
-        assert (
-            plan(
-                candidate,
-                deleting=False,
-                global_holder=("east", "pod-a"),
-                cluster="east",
-                now=111.0,
-            ).action
-            is Action.RELEASE
-        )
-
-    def test_a_lease_held_by_another_cluster_is_never_released_here(self) -> None:
-        released = track_candidate(self.live(), "", 3, D, 102.0)
-        decision = plan(
-            released, deleting=False, global_holder=("west", "pod-a"), cluster="east", now=102.0
-        )
-        assert decision.action is Action.OBSERVE
-
-    def test_deletion_waits_until_the_candidate_cannot_still_act(self) -> None:
-        candidate = self.live()
-        early = plan(
-            candidate, deleting=True, global_holder=("east", "pod-a"), cluster="east", now=105.0
-        )
-        late = plan(
-            candidate, deleting=True, global_holder=("east", "pod-a"), cluster="east", now=111.0
-        )
-        assert early.action is Action.WAIT_TO_RELEASE
+    def test_a_release_by_another_client_waits_until_its_candidate_cannot_act(self) -> None:
+        """Issue 8 items 4 and 14: client-go's ReleaseOnCancel releases before its work stops,
+        and writes leaseDurationSeconds 1 with it: the hold of the last signal counts."""
+        released = track_candidate(signalled(), "", 7, 102.0)
+        early = decide(released, 101.0 + WINDOWS.hold - 0.01, held_for="pod-a")
+        late = decide(released, 101.0 + WINDOWS.hold, held_for="pod-a")
+        assert early.action is Action.OBSERVE
+        assert early.recheck_at == pytest.approx(101.0 + WINDOWS.hold)
         assert late.action is Action.RELEASE
 
-    def test_deletion_without_a_lease_here_just_forgets(self) -> None:
-        decision = plan(
-            self.live(), deleting=True, global_holder=("west", "b"), cluster="east", now=105.0
-        )
-        assert decision.action is Action.FORGET
+    def test_a_stale_candidate_releases_only_after_its_hold(self) -> None:
+        candidate = signalled()
+        before = decide(candidate, 101.0 + WINDOWS.hold - 0.01, held_for="pod-a", renewed=True)
+        after = decide(candidate, 101.0 + WINDOWS.hold, held_for="pod-a", renewed=True)
+        assert before.action is Action.PUBLISH
+        assert after.action is Action.RELEASE
 
-    def test_the_next_check_comes_when_the_candidate_turns_stale(self) -> None:
-        candidate = self.live()
-        assert next_check(candidate, 110.5, retry_period=2.0) == pytest.approx(0.501)
-        assert next_check(candidate, 102.0, retry_period=2.0) == 2.0
+    def test_a_lease_held_by_another_cluster_is_never_released_here(self) -> None:
+        released = track_candidate(signalled(), "", 7, 102.0)
+        assert decide(released, 200.0, held_for="").action is Action.OBSERVE
+
+    def test_deletion_waits_a_hold_after_it_was_first_seen_whatever_the_candidate_signals(
+        self,
+    ) -> None:
+        """Issue 8 item 12: signals during deletion are not heartbeats, so a candidate that keeps
+        signalling cannot keep the object forever."""
+        candidate = track_candidate(signalled(), "pod-a", 6, 105.0, deleting=True)
+        for moment in (106.0, 110.0, 114.0):
+            candidate = track_candidate(candidate, "pod-a", int(moment), moment, deleting=True)
+        early = decide(candidate, 105.0 + WINDOWS.hold - 0.01, deleting=True, held_for="pod-a")
+        late = decide(candidate, 105.0 + WINDOWS.hold, deleting=True, held_for="pod-a")
+        assert early.action is Action.WAIT_TO_RELEASE
+        assert late.action is Action.RELEASE
+        silent = track_candidate(None, "pod-a", 9, 300.0, deleting=True)
+        assert decide(silent, 300.0 + WINDOWS.hold, deleting=True, held_for="pod-a").action is (
+            Action.RELEASE
+        )
+
+    def test_deletion_without_a_lease_here_just_forgets(self) -> None:
+        deleting = track_candidate(signalled(), "pod-a", 6, 105.0, deleting=True)
+        assert decide(deleting, 105.0, deleting=True).action is Action.FORGET
+
+    def test_the_next_check_comes_when_the_decision_changes(self) -> None:
+        decision = decide(signalled(), 101.0, renewed=True)
+        assert next_check(decision, 101.0, retry_period=2.0) == pytest.approx(
+            min(2.0, WINDOWS.confirm + 0.001)
+        )
+        assert next_check(decide(signalled(), 200.0), 200.0, retry_period=2.0) == 2.0
 
 
 class TestStatus:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -13,9 +15,12 @@ from mclease_core import (
     FakeClock,
     LeaderElector,
     LeadershipTerm,
+    LeaseObject,
     LeaseTiming,
+    StorageUnavailableError,
 )
 from mclease_core.backends import MemoryStorage
+from tests.elector.conftest import TIMING
 from tests.support import FaultyStorage
 
 MakeElector = Callable[..., LeaderElector]
@@ -270,27 +275,33 @@ class TestRelease:
         b.try_acquire_or_renew()
         assert b.observed_record == before
 
-    def test_release_is_a_compare_and_swap(
+    def test_release_after_a_takeover_changes_nothing(
         self, make_elector: MakeElector, store: FaultyStorage
     ) -> None:
         """A release racing with a takeover must not clear the new holder's record."""
         a = make_elector("a")
         a.try_acquire_or_renew()
-        original_read = store.inner.read
-
-        def read_then_takeover(key: str):  # type: ignore[no-untyped-def]
-            seen = original_read(key)
-            store.inner.update(
-                key,
-                seen.data.__class__(**{**seen.data.__dict__, "holder_identity": "b"}),
-                version=seen.version,
-            )
-            return seen
-
-        store.inner.read = read_then_takeover  # type: ignore[method-assign]
+        seen = store.inner.read("lease")
+        store.inner.update(
+            "lease", dataclasses.replace(seen.data, holder_identity="b"), version=seen.version
+        )
         assert not a.release()
-        store.inner.read = original_read  # type: ignore[method-assign]
         assert store.inner.read("lease").data.holder_identity == "b"
+
+    def test_release_is_bound_to_the_version_it_judged_not_a_fresh_read(
+        self, make_elector: MakeElector, store: FaultyStorage
+    ) -> None:
+        """Two writers for the same holder (two controller replicas, one paused past its term):
+        the other one renewed since this one last saw the record. A release on a fresh read would
+        free the lease the other just renewed for a live candidate."""
+        paused = make_elector("app-0")
+        paused.try_acquire_or_renew()
+        active = make_elector("app-0")
+        assert active.step().wrote
+        renewed = store.inner.read("lease")
+        assert not paused.release()
+        assert store.inner.read("lease") == renewed
+        assert not renewed.data.is_released
 
 
 class TestFencingToken:
@@ -422,3 +433,35 @@ class TestStepAndObserve:
         a.release()
         watcher.observe()
         assert watcher.holder_expired()
+
+
+class TestUnexpectedBackendErrors:
+    """Issue 8 item 13: an exception a backend did not map killed the elector's thread, and
+    ``mclease elect`` then hung forever."""
+
+    class Broken(MemoryStorage):
+        def __init__(self, error: Exception):
+            super().__init__("broken-" + uuid.uuid4().hex[:8])
+            self.error = error
+
+        def read(self, key: str) -> LeaseObject:
+            raise self.error
+
+    def test_an_unmapped_exception_is_retried_as_unavailable(self, clock: FakeClock) -> None:
+        elector = LeaderElector(
+            self.Broken(TypeError("bug in a backend")), "lease", "a", clock=clock
+        )
+        outcome = elector.step()
+        assert isinstance(outcome.error, StorageUnavailableError)
+        assert "TypeError: bug in a backend" in str(outcome.error)
+        assert elector.fatal_error is None
+        assert elector.step().error is not None, "the next attempt runs as usual"
+
+    def test_a_configuration_error_ends_the_loop_with_the_error(self) -> None:
+        error = ConfigurationError("no credentials for the store")
+        elector = LeaderElector(self.Broken(error), "lease", "a", timing=TIMING).start()
+        assert elector._thread is not None
+        elector._thread.join(5)
+        assert not elector._thread.is_alive()
+        assert elector.fatal_error is error
+        assert not elector.running()

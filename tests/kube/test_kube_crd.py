@@ -134,6 +134,29 @@ SPEC_VIOLATIONS = [
         ["spec.leaseDurationSeconds", "must be of type integer with format int32"],
         id="lease-duration-overflows-int32",
     ),
+    # Issue 8 items 5, 17, 18: identities another cluster's holder could be mistaken for, or
+    # that forge log lines; durations that make an object undeletable for years.
+    pytest.param(
+        {"holderIdentity": "east/app-0"},
+        ["spec.holderIdentity", "should match"],
+        id="holder-identity-with-slash",
+    ),
+    *(
+        pytest.param(
+            {"holderIdentity": f"app{char}0"},
+            ["spec.holderIdentity", "should match"],
+            id=f"holder-identity-with-U+{ord(char):04X}",
+        )
+        for char in ("\n", "\x00", "\t", "\u200f", "\u202e", "\u2028")
+    ),
+    *(
+        pytest.param(
+            {field: 3601},
+            [f"spec.{field}", "should be less than or equal to 3600"],
+            id=f"{field}-above-an-hour",
+        )
+        for field in ("leaseDurationSeconds", "renewDeadlineSeconds", "retryPeriodSeconds")
+    ),
 ]
 
 

@@ -7,6 +7,7 @@ call bound. The real controller is exercised in tests/e2e.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from netproxy import TcpProxy
 
 from mclease_core import LeaseTiming
 from mclease_core.kube import GROUP, PLURAL, VERSION, MultiClusterLeaseLock, confirmation_bound
@@ -223,11 +225,6 @@ class TestTimingRules:
     def test_the_default_timings_are_valid(self) -> None:
         assert MultiClusterLeaseLock("job", "ns", "pod-a").call_bound == pytest.approx(4 / 3)
 
-    @pytest.mark.parametrize("identity", ["", "east/pod-a"])
-    def test_identities_must_be_bare(self, identity: str) -> None:
-        with pytest.raises(ValueError, match="identity"):
-            MultiClusterLeaseLock("job", "ns", identity)
-
 
 class TestHungApiServer:
     """A server that accepts connections and never answers: every call still ends in time."""
@@ -260,3 +257,259 @@ class TestHungApiServer:
         client = k8s.ApiClient(k8s.Configuration())
         MultiClusterLeaseLock("job", "ns", "pod-a", api_client=client, **TIMING)
         assert client.configuration.retries is None
+
+
+# ----- issue 8: adversarial schedules against the lock -----------------------------------------
+
+
+def client_through(cluster: Any, proxy: TcpProxy) -> k8s.ApiClient:
+    """An admin client whose requests go through ``proxy`` (same TLS, same credentials)."""
+    configuration = copy.deepcopy(cluster.api_client().configuration)
+    configuration.host = f"https://127.0.0.1:{proxy.port}"
+    return k8s.ApiClient(configuration)
+
+
+def test_a_trickling_answer_cannot_stretch_a_call_past_its_bound(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Item 3: the call bound was a per-read socket timeout. A server sending its answer a byte
+    at a time resets it with every byte: one get lasted 10.8 s with C = 1.33 s."""
+    host, port = mcl_cluster.url.removeprefix("https://").rsplit(":", 1)
+    with TcpProxy(host, int(port), trickle_delay=0.02) as proxy:
+        lock = MultiClusterLeaseLock(
+            "job", namespace, "pod-a", api_client=client_through(mcl_cluster, proxy), **TIMING
+        )
+        assert lock.get("job", namespace)[0], "the proxy passes a normal answer"
+        proxy.mode = "trickle"
+        started = time.monotonic()
+        found, _ = lock.get("job", namespace)
+        took_get = time.monotonic() - started
+        proxy.mode = "pass"
+        assert lock.get("job", namespace)[0]
+        proxy.mode = "trickle"
+        started = time.monotonic()
+        confirmed = lock.update("job", namespace, None)
+        took_update = time.monotonic() - started
+    assert not found
+    assert not confirmed
+    for took in (took_get, took_update):
+        assert took < lock.call_bound + 0.1, f"a call took {took:.2f}s (bound {lock.call_bound})"
+
+
+@pytest.mark.parametrize(
+    "identity", ["", "east/pod-a", "pod\na", "pod\x00a", "pod\ta", "pod\u200fa", "p" * 1025]
+)
+def test_identities_another_cluster_or_a_log_could_misread_are_refused(identity: str) -> None:
+    """Items 5 and 17: the lock refuses what the CRD and the controller refuse."""
+    with pytest.raises(ValueError, match="identity"):
+        MultiClusterLeaseLock("job", "ns", identity)
+
+
+@pytest.mark.parametrize("field", ["lease_duration", "renew_deadline", "retry_period"])
+def test_fractional_timings_are_refused_as_the_spec_holds_whole_seconds(field: str) -> None:
+    """Item 6: the lock sized C from D=4.5 but wrote round(4.5) = 4, which every cluster then
+    waited: margin 0. What is computed and what is written must agree."""
+    timings: dict[str, Any] = {"lease_duration": 9, "renew_deadline": 3, "retry_period": 1}
+    timings[field] += 0.5
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        MultiClusterLeaseLock("job", "ns", "pod-a", **timings)
+
+
+def test_the_spec_carries_exactly_the_timings_the_bound_is_computed_from(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    assert lease.get("job", namespace)[0]
+    lease.update("job", namespace, None)
+    spec = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "job"
+    )["spec"]
+    written = (
+        spec["leaseDurationSeconds"],
+        spec["renewDeadlineSeconds"],
+        spec["retryPeriodSeconds"],
+    )
+    assert written == (6, 2, 1)
+    assert confirmation_bound(LeaseTiming(*written)) == lease.call_bound
+
+
+def test_a_status_from_the_future_neither_confirms_nor_deposes(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Item 20: an observedGeneration above metadata.generation is impossible: ignored."""
+    set_status(mcl_cluster, namespace, observedGeneration=2**62, globalHolderIdentity="pod-a")
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False
+    set_status(mcl_cluster, namespace, observedGeneration=2**62, globalHolderIdentity="west/x")
+    found, record = lease.get("job", namespace)
+    assert found
+    assert record.holder_identity == "pod-a", "a forged holder made the leader step down"
+
+
+def test_no_signal_is_written_to_an_object_being_deleted(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Item 12: the controller confirms nobody while an object is being deleted; a candidate
+    that keeps signalling into it only delays nothing and wastes writes."""
+    api = k8s.CustomObjectsApi(mcl_cluster.api_client())
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "job",
+        {"metadata": {"finalizers": ["test/keep"]}},
+        _content_type="application/merge-patch+json",
+    )
+    api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "job")
+    before = generation(mcl_cluster, namespace)
+    assert lease.get("job", namespace)[0]
+    started = time.monotonic()
+    assert lease.update("job", namespace, None) is False
+    assert time.monotonic() - started < 0.5
+    assert generation(mcl_cluster, namespace) == before
+    api.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "job",
+        {"metadata": {"finalizers": None}},
+        _content_type="application/merge-patch+json",
+    )
+
+
+class JumpClock:
+    """The machine's clocks, with the monotonic one able to jump ahead, as it does for a process
+    that was paused (SIGSTOP, a VM migration, a long GC) and resumes."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def now(self) -> Any:
+        import datetime as dt
+
+        return dt.datetime.now(dt.UTC)
+
+
+class HandController:
+    """Plays the controller: confirms each new generation naming ``identity`` while enabled."""
+
+    def __init__(self, cluster: Any, namespace: str, identity: str = "pod-a"):
+        self.cluster = cluster
+        self.namespace = namespace
+        self.identity = identity
+        self.enabled = threading.Event()
+        self.enabled.set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        api = k8s.CustomObjectsApi(self.cluster.api_client())
+        confirmed = 0
+        while not self._stop.is_set():
+            try:
+                obj = api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, "job", _request_timeout=2
+                )
+            except k8s.ApiException:
+                time.sleep(0.01)
+                continue
+            current = int(obj["metadata"]["generation"])
+            holder = (obj.get("spec") or {}).get("holderIdentity")
+            if self.enabled.is_set() and current > confirmed and holder == self.identity:
+                set_status(
+                    self.cluster,
+                    self.namespace,
+                    observedGeneration=current,
+                    globalHolderIdentity=self.identity,
+                    fencingToken=current,
+                )
+                confirmed = current
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_a_term_over_by_the_monotonic_clock_is_never_confirmed_again(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Item 7: the standard elector measures its deadlines with time.time(), so after a pause
+    (or a wall clock stepped back) it keeps renewing a term that is over. The lock keeps that
+    term on its own monotonic clock: it refuses the term's calls until the elector reports that
+    it stopped leading, and its fencing token is gone meanwhile."""
+    clock = JumpClock()
+    lock = MultiClusterLeaseLock(
+        "job", namespace, "pod-a", api_client=mcl_cluster.api_client(), clock=clock, **TIMING
+    )
+    stopped: list[bool] = []
+    config = lock.election_config(lambda: None, lambda: stopped.append(True))
+    controller = HandController(mcl_cluster, namespace)
+    try:
+        assert lock.get("job", namespace)[0]
+        assert lock.update("job", namespace, None)
+        assert lock.fencing_token is not None
+        clock.offset = 60.0  # the process was paused for a minute
+        assert lock.fencing_token is None, "a token outlived its term on the monotonic clock"
+        before = generation(mcl_cluster, namespace)
+        assert lock.get("job", namespace)[0] is False
+        assert lock.update("job", namespace, None) is False
+        assert generation(mcl_cluster, namespace) == before, "a dead term signalled again"
+        config.onstopped_leading()  # the elector noticed: campaigning anew is allowed
+        assert stopped == [True]
+        assert lock.get("job", namespace)[0]
+        assert lock.update("job", namespace, None), "a new campaign must be confirmed"
+        assert lock.fencing_token is not None
+    finally:
+        controller.stop()
+
+
+def test_without_the_electors_word_a_dead_term_is_refused_for_the_rest_of_its_renew_loop(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    clock = JumpClock()
+    lock = MultiClusterLeaseLock(
+        "job", namespace, "pod-a", api_client=mcl_cluster.api_client(), clock=clock, **TIMING
+    )
+    controller = HandController(mcl_cluster, namespace)
+    try:
+        assert lock.get("job", namespace)[0]
+        assert lock.update("job", namespace, None)
+        clock.offset = 60.0
+        assert lock.get("job", namespace)[0] is False
+        clock.offset += 2 + 2 * 1 + lock.call_bound + 0.01  # R + 2P + C later
+        assert lock.get("job", namespace)[0]
+        assert lock.update("job", namespace, None)
+    finally:
+        controller.stop()
+
+
+def test_one_constructor_gives_the_elector_the_locks_timings(
+    mcl_cluster: Any, namespace: str
+) -> None:
+    """Item 8: only D was compared; R and P could differ between lock and elector."""
+    lock = make_lock(mcl_cluster, namespace)
+    config = lock.election_config(lambda: None)
+    assert (config.lease_duration, config.renew_deadline, config.retry_period) == (6, 2, 1)
+
+
+def test_an_elector_renewing_slower_than_the_locks_retry_period_is_reported(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock, caplog: Any
+) -> None:
+    """Item 8: an elector whose retry period is longer than the lock's acts longer than the
+    lock's bound after its last confirmation; the lock says so."""
+    controller = HandController(mcl_cluster, namespace)
+    try:
+        assert lease.get("job", namespace)[0]
+        assert lease.update("job", namespace, None)
+        time.sleep(1 + 1.0)  # the elector's P = 2 s, the lock's P = 1 s
+        with caplog.at_level("ERROR", logger="mclease.lock"):
+            lease.get("job", namespace)
+        assert any("retry_period is 1s" in message for message in caplog.messages)
+    finally:
+        controller.stop()

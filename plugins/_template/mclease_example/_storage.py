@@ -52,7 +52,7 @@ class ExampleStorage(Storage):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()  # TODO: min_write_interval, failover_may_lose_writes, timeout
+        return Capabilities()  # TODO: min_write_interval, may_lose_writes, timeout
 
     def full_key(self, key: str) -> str:
         validate_key(key)

@@ -26,6 +26,7 @@ name the generation and so remove it outright).
 
 from __future__ import annotations
 
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -67,6 +68,7 @@ _PRECONDITION = (api_exceptions.PreconditionFailed,)
 _MISSING = (api_exceptions.NotFound,)
 _GONE = _PRECONDITION + _MISSING
 _OPTIONS = {"timeout", "deadline", "project", "endpoint", "anonymous"}
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
 
 class GCSStorage(Storage):
@@ -84,6 +86,11 @@ class GCSStorage(Storage):
         anonymous: bool = False,
         client: storage.Client | None = None,
     ):
+        if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+            raise ConfigurationError(
+                f"invalid GCS bucket name {bucket[:80]!r}: 3 to 63 lowercase letters, digits, "
+                "'-', '_' and '.', starting and ending with a letter or digit"
+            )
         if not 0 < timeout <= deadline:
             raise ConfigurationError(
                 f"gs:// needs 0 < timeout <= deadline, got timeout={timeout}, deadline={deadline}"
@@ -273,7 +280,7 @@ class GCSStorage(Storage):
         )
 
     def _bucket(self) -> storage.Bucket:
-        with self._lock:
+        with self._lock, self._errors(None):
             if self._client is None:
                 self._client = self._new_client()
             return self._client.bucket(self.bucket_name)
@@ -285,17 +292,17 @@ class GCSStorage(Storage):
                               client_options=options)
 
     @contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
+    def _errors(self, key: str | None) -> Iterator[None]:
         """Map the errors no retry can help with, chaining the cause."""
         try:
             yield
-        except StorageError:
+        except (StorageError, ConfigurationError):
             raise
         except auth_exceptions.DefaultCredentialsError as exc:
-            raise StorageError(
+            raise ConfigurationError(
                 f"no Google credentials for gs://{self.bucket_name}: {exc}; set up Application "
-                "Default Credentials, or STORAGE_EMULATOR_HOST for an emulator",
-                key=key, backend="gs",
+                "Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity), or "
+                "STORAGE_EMULATOR_HOST for an emulator"
             ) from exc
         except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError) as exc:
             raise StorageError(

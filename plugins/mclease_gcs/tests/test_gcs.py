@@ -68,15 +68,56 @@ def test_a_full_url_is_parsed() -> None:
     ("url", "message"),
     [
         ("gs:///prefix", "expected gs://bucket"),
-        ("gs://b/p?colour=blue", "unknown gs URL option"),
-        ("gs://b/p?timeout=soon", "number of seconds"),
-        ("gs://b/p?deadline=0", "> 0"),
-        ("gs://b/p?timeout=10&deadline=5", "timeout <= deadline"),
+        ("gs://bkt/p?colour=blue", "unknown gs URL option"),
+        ("gs://bkt/p?timeout=soon", "number of seconds"),
+        ("gs://bkt/p?deadline=0", "between 0.05 and 3600"),
+        # issue 8 item 21: these raised OverflowError or were accepted
+        ("gs://bkt/p?deadline=1e308", "between 0.05 and 3600"),
+        ("gs://bkt/p?timeout=inf", "between 0.05 and 3600"),
+        ("gs://bkt/p?timeout=10&deadline=5", "timeout <= deadline"),
+        # issue 8 item 21: an invalid bucket name killed the elector thread with ValueError
+        ("gs://Upper/p", "invalid GCS bucket name"),
+        ("gs://a/p", "invalid GCS bucket name"),
+        ("gs://-dash/p", "invalid GCS bucket name"),
+        ("gs://" + "b" * 64 + "/p", "invalid GCS bucket name"),
+        ("gs://two..dots/p", "invalid GCS bucket name"),
     ],
 )
 def test_bad_urls_are_rejected_clearly(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         GCSStorage.from_url(url)
+
+
+@pytest.fixture
+def no_google_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No credentials anywhere, and the metadata server probe goes to a closed loopback port
+    (never to 169.254.169.254)."""
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+
+
+@pytest.mark.usefixtures("no_google_credentials")
+def test_missing_credentials_are_a_configuration_error() -> None:
+    """Issue 8 item 13: DefaultCredentialsError escaped the error mapping and killed the
+    elector's thread, so ``mclease elect`` hung."""
+    with GCSStorage.from_url("gs://leases/p?timeout=1&deadline=2") as store:
+        with pytest.raises(ConfigurationError, match="no Google credentials"):
+            store.read("lease")
+
+
+@pytest.mark.usefixtures("no_google_credentials")
+def test_the_elector_stops_with_the_configuration_error_instead_of_hanging() -> None:
+    store = GCSStorage.from_url("gs://leases/p?timeout=1&deadline=2")
+    elector = LeaderElector(store, "lease", "me", timing=LeaseTiming(3.0, 2.0, 1.0)).start()
+    assert elector._thread is not None
+    elector._thread.join(10)
+    assert not elector._thread.is_alive(), "the elector hangs"
+    assert isinstance(elector.fatal_error, ConfigurationError)
+    assert not elector.is_leader()
 
 
 def test_storage_emulator_host_is_honoured(

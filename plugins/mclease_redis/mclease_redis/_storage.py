@@ -14,7 +14,7 @@ after sending a write means it may have been applied (:class:`OutcomeUnknownErro
 
 Not for: stores that must survive a failover without losing writes. Redis replication is
 asynchronous; a promoted replica can lack acknowledged writes, so two leaders are possible after a
-failover (``failover_may_lose_writes``). Nor for Redis Cluster client routing: point the URL at
+failover (``may_lose_writes``). Nor for Redis Cluster client routing: point the URL at
 the shard that owns the lease's slot, or at a single server.
 """
 
@@ -45,6 +45,7 @@ from mclease_core import (
     StorageUnavailableError,
     decode_lease_data,
     encode_lease_data,
+    seconds_option,
     validate_key,
 )
 
@@ -89,6 +90,8 @@ class RedisStorage(Storage):
         parts = urllib.parse.urlsplit(url)
         options = _parse_options(url, parts)
         prefix = options.pop("prefix", DEFAULT_PREFIX)
+        timeout = seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="redis")
+        options.pop("timeout", None)
         query = urllib.parse.urlencode(options)
         try:  # redis-py parses the options it knows, ``timeout`` (a float) among them
             kwargs = parse_url(  # type: ignore[no-untyped-call]
@@ -96,9 +99,7 @@ class RedisStorage(Storage):
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid redis URL {url!r}: {exc}") from exc
-        timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
-        if not timeout > 0:
-            raise ConfigurationError(f"redis timeout must be > 0 seconds in {url!r}")
+        kwargs.pop("timeout", None)
         pool = ConnectionPool(
             **kwargs,
             socket_timeout=timeout,
@@ -110,7 +111,7 @@ class RedisStorage(Storage):
     @property
     def capabilities(self) -> Capabilities:
         # connect, then at most two round trips (EVALSHA, and EVAL if the script was not loaded)
-        return Capabilities(failover_may_lose_writes=True, operation_timeout=3 * self.timeout + 1)
+        return Capabilities(may_lose_writes=True, operation_timeout=3 * self.timeout + 1)
 
     def keys(self, key: str) -> tuple[str, str]:
         """The record key and the version-counter key of lease ``key`` (same hash slot)."""

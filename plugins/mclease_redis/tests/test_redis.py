@@ -58,8 +58,9 @@ def test_both_schemes_are_registered_through_the_entry_point() -> None:
         ("redis:///0", "expected redis://"),
         ("redis://host/zero", "database number"),
         ("redis://host/0?colour=blue", "unknown redis URL option"),
-        ("redis://host/0?timeout=soon", "Invalid value for 'timeout'"),
-        ("redis://host/0?timeout=0", "> 0"),
+        ("redis://host/0?timeout=soon", "number of seconds"),
+        ("redis://host/0?timeout=0", "between 0.05 and 3600"),
+        ("redis://host/0?timeout=1e308", "between 0.05 and 3600"),
         ("redis://host/0?ssl_ca_certs=/ca.pem", "rediss://"),
     ],
 )
@@ -79,7 +80,7 @@ def test_url_options_reach_the_connection_pool() -> None:
     assert options["socket_timeout"] == options["socket_connect_timeout"] == 2.5
     assert options["ssl_ca_certs"] == "/etc/ca.pem"
     assert store.prefix == "team-a"
-    assert store.capabilities.failover_may_lose_writes
+    assert store.capabilities.may_lose_writes
 
 
 # ----- layout ------------------------------------------------------------------------------------
