@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from kubernetes import config as kube_config
-from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection import leaderelection
 
 from mclease_core.kube import MultiClusterLeaseLock
 
@@ -113,14 +113,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         while True:
-            config = electionconfig.Config(
-                lock,
-                args.lease_duration,
-                args.renew_deadline,
-                args.retry_period,
-                onstarted_leading=lead,
-                onstopped_leading=stop_leading,
-            )
+            config = lock.election_config(lead, stop_leading)
             leaderelection.LeaderElection(config).run()
     except Terminated:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

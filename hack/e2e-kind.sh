@@ -48,6 +48,8 @@ configMapGenerator:
   behavior: merge
   literals:
   - CLUSTER_NAME=${KIND_CLUSTER}
+  # One kind cluster, one node: a file on the pod's /tmp is enough here (never in production).
+  - STORAGE_URL=sqlite:///tmp/leases.db
 YAML
 }
 

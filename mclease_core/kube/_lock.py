@@ -161,8 +161,10 @@ class MultiClusterLeaseLock:
         self.last_status: LeaseView | None = None
         self._guard = threading.Lock()
         self._term_end: float | None = None
-        """Monotonic: the latest moment a renewal of the confirmed term may start (the elector's
-        renew loop ends by then on a correct clock): last confirmed call's start + C + P + R."""
+        """Monotonic: the latest moment a call of the confirmed term may start on a correct
+        clock: the last confirmed call started at ``t0`` returned by ``t0 + C``; the elector sleeps
+        ``P`` and retries until ``R`` has passed, its last try being a ``get`` (up to ``C``) and
+        an ``update``: ``t0 + 2C + P + R``."""
         self._elector_leading: bool | None = None
         """What the elector believes, when it tells us (``election_config``, CandidateElector);
         ``None`` when it does not."""
@@ -423,7 +425,9 @@ class MultiClusterLeaseLock:
         self.last_confirmation = Confirmation(generation, view.fencing_token, started)
         timing = self.timing
         with self._guard:
-            self._term_end = started + self.call_bound + timing.retry_period + timing.renew_deadline
+            self._term_end = (
+                started + 2 * self.call_bound + timing.retry_period + timing.renew_deadline
+            )
             self._refuse_until = None
             if self._elector_leading is not None:
                 self._elector_leading = True

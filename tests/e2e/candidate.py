@@ -37,7 +37,7 @@ from types import FrameType
 from typing import IO, Any
 
 from kubernetes import config as kube_config
-from kubernetes.leaderelection import electionconfig, leaderelection
+from kubernetes.leaderelection import leaderelection
 
 from mclease_core.kube import MultiClusterLeaseLock
 
@@ -177,14 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for number in itertools.count(1):
             term = Term(number, args.identity, args.heartbeats, events)
-            config = electionconfig.Config(
-                lock,
-                args.lease_duration,
-                args.renew_deadline,
-                args.retry_period,
-                onstarted_leading=term.run,
-                onstopped_leading=term.on_stopped,
-            )
+            config = lock.election_config(term.run, term.on_stopped)
             leaderelection.LeaderElection(config).run()
     except Terminated:
         # Stop the work first, then tell the controller: the next leader may start at once.

@@ -465,3 +465,19 @@ class TestUnexpectedBackendErrors:
         assert not elector._thread.is_alive()
         assert elector.fatal_error is error
         assert not elector.running()
+
+
+def test_the_elector_warns_at_start_on_a_store_that_can_lose_writes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 8 item 16: a Redis restart from its snapshot, or a failover, loses acknowledged
+    writes; fencing tokens can then repeat."""
+
+    class Forgetful(MemoryStorage):
+        @property
+        def capabilities(self) -> Capabilities:
+            return Capabilities(may_lose_writes=True, shared_across_processes=False)
+
+    with caplog.at_level("WARNING", logger="mclease.elector"):
+        LeaderElector(Forgetful("forgetful-" + uuid.uuid4().hex[:8]), "lease", "a")
+    assert any("can lose acknowledged writes" in message for message in caplog.messages)
