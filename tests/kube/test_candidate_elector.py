@@ -124,4 +124,5 @@ class TestFencingTokenOfATerm:
         self.confirm(lock, 5)
         elector._confirmed()
         assert elector.term is None
-        assert recorder.stopped and "went down" in recorder.stopped[0]
+        assert recorder.stopped
+        assert "went down" in recorder.stopped[0]

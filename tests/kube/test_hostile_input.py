@@ -119,14 +119,18 @@ class Bed:
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": self.spec(spec),
         }
-        return dict(self.api.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=10
-        ))
+        return dict(
+            self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=10
+            )
+        )
 
     def get(self, name: str) -> dict[str, Any]:
-        return dict(self.api.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10
-        ))
+        return dict(
+            self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10
+            )
+        )
 
     def signal_healthy(self) -> None:
         obj = self.get("healthy")
@@ -169,8 +173,9 @@ def test_hostile_specs_and_records_never_crash_confirm_or_block(
     try:
         created = bed.create(name, spec)
     except ApiException as exc:
-        assert exc.status == 422, f"the API server answered {exc.status}, not a validation error"
+        refused = exc.status
         created = bed.create(name, {})  # the CRD refused it; an older CRD would not have:
+        assert refused == 422, f"the API server answered {refused}, not a validation error"
     hostile = copy.deepcopy(created)  # deliver the hostile spec as a watched copy
     hostile["spec"] = {**hostile["spec"], **{k: v for k, v in spec.items() if v is not None}}
     bed.reconcile(name, copy.deepcopy(hostile))
@@ -187,7 +192,9 @@ def test_hostile_specs_and_records_never_crash_confirm_or_block(
         assert len(condition["message"]) <= 2000
         assert not any(ch in condition["message"] for ch in "\n\x00\u202e")
     for _, _, message in bed.events:
-        assert len(message) <= 1100 and "\n" not in message and "\u202e" not in message
+        assert len(message) <= 1100
+        assert "\n" not in message
+        assert "\u202e" not in message
 
     bed.signal_healthy()
     assert bed.reconcile("healthy") is Action.CONTEND
