@@ -232,7 +232,15 @@ class ManagedProcess:
 class ControllerProcess(ManagedProcess):
     """``mclease controller`` for one cluster, watching one namespace."""
 
-    def __init__(self, site: Site, storage_url: str, workdir: Path, *, tag: str = ""):
+    def __init__(
+        self,
+        site: Site,
+        storage_url: str,
+        workdir: Path,
+        *,
+        tag: str = "",
+        extra_args: Sequence[str] = (),
+    ):
         self.site = site
         self.health_port = free_port()
         name = f"controller-{site.name}{tag}"
@@ -245,6 +253,7 @@ class ControllerProcess(ManagedProcess):
             "--retry-period", str(CONTROLLER_RETRY_PERIOD),
             "--metrics-address", "0",
             "--health-address", f"127.0.0.1:{self.health_port}",
+            *extra_args,
         ]  # fmt: skip
         super().__init__(name, argv, workdir / f"{name}.log")
 
@@ -382,10 +391,13 @@ class ProcessGroup:
         self.workdir = workdir
         self.processes: list[ManagedProcess] = []
 
-    def controller(self, site: Site, storage_url: str, *, wait: bool = True) -> ControllerProcess:
+    def controller(
+        self, site: Site, storage_url: str, *, wait: bool = True, extra_args: Sequence[str] = ()
+    ) -> ControllerProcess:
         tag = "" if not any(isinstance(p, ControllerProcess) and p.site is site
                             for p in self.processes) else f"-{len(self.processes)}"
-        process = ControllerProcess(site, storage_url, self.workdir, tag=tag)
+        process = ControllerProcess(site, storage_url, self.workdir, tag=tag,
+                                    extra_args=extra_args)
         self.processes.append(process)
         process.start()
         if wait:
