@@ -33,8 +33,8 @@ from .._errors import (
     StorageError,
     StorageUnavailableError,
 )
-from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
 from .._limits import check_duration
+from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
 from .._urls import seconds_option, url_options
 
 DEFAULT_TIMEOUT = 5.0

@@ -2,7 +2,7 @@
 
 Each command appends a heartbeat (the machine's monotonic clock, shared by all processes on Linux)
 to its own file every 20 ms, so a leadership interval is the span of its heartbeats, even when
-the process is killed with -9.
+the process is killed with -9 or paused with SIGSTOP.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from mclease_core import open_storage
+
 pytestmark = pytest.mark.slow
 
 D, R, P = 3.0, 2.0, 0.5
+KILL_GRACE = (D - R) / 3  # the CLI's default
+SLACK = 0.25  # scheduling: a 50 ms loop, a 20 ms heartbeat, process start-up on a loaded machine
 HEARTBEAT = """
 import os, sys, time
 with open(sys.argv[1], "a", buffering=1) as out:
@@ -32,6 +36,7 @@ with open(sys.argv[1], "a", buffering=1) as out:
 class Candidate:
     def __init__(self, name: str, workdir: Path, url: str):
         self.name = name
+        self.url = url
         self.beats = workdir / f"{name}.beats"
         self.log = (workdir / f"{name}.log").open("wb")
         script = workdir / "heartbeat.py"
@@ -144,3 +149,52 @@ def test_sigterm_of_the_leader_releases_and_hands_over_fast(
     # a release makes the lease free at once: the follower needs one (jittered) retry period,
     # far less than the lease duration it would otherwise wait
     assert handover < D, f"handover took {handover:.2f}s; the release did not free the lease"
+
+
+def wait_for_renewal(url: str, holder: Candidate) -> float:
+    """Wait until ``holder`` has just renewed the lease; return the monotonic time it was seen.
+
+    Pausing the holder right after a renewal was committed means it is not inside a write (a
+    process stopped in a SQLite transaction would hold the file's lock and block the others)."""
+    with open_storage(url) as storage:
+        first = storage.read("job").version
+        deadline = time.monotonic() + 5 * P
+        while time.monotonic() < deadline:
+            record = storage.read("job")
+            if record.version != first and record.data.holder_identity == holder.name:
+                return time.monotonic()
+            time.sleep(0.005)
+    pytest.fail(f"{holder.name} did not renew within {5 * P}s")
+
+
+def test_sigstop_of_the_leader_stops_its_command_before_the_takeover(
+    candidates: tuple[Candidate, Candidate],
+) -> None:
+    """Issue 8, item 2: a paused elector (SIGSTOP, a VM or GC pause) cannot stop its command,
+    so its supervisor does, at the term deadline it was last sent."""
+    leader, follower = leader_and_follower(candidates)
+    time.sleep(0.5)
+    renewed_at = wait_for_renewal(leader.url, leader)
+    os.kill(leader.process.pid, signal.SIGSTOP)  # the elector only: not its supervisor, command
+    try:
+        wait_for(follower.heartbeats, D + 3 * P + 5, "the follower to take over")
+        time.sleep(1.0)  # stay paused well past the takeover
+        paused_for = time.monotonic() - renewed_at
+    finally:
+        os.kill(leader.process.pid, signal.SIGCONT)
+    code = leader.process.wait(10)  # and with it, its command
+    assert paused_for > D + 2 * P
+    last_before, first_after = leader.heartbeats()[-1][0], follower.heartbeats()[0][0]
+    assert last_before < first_after, (
+        f"{leader.name}'s command ran {last_before - first_after:.3f}s past {follower.name}'s "
+        f"start while its elector was paused (last beat {last_before:.3f}, "
+        f"{last_before - renewed_at:.3f}s after its last renewal)"
+    )
+    assert_no_overlap(leader, follower)
+    stop_delay = last_before - renewed_at
+    assert stop_delay <= R + KILL_GRACE + SLACK, (
+        f"the paused leader's command stopped {stop_delay:.3f}s after its last renewal; the "
+        f"bound is renew deadline + kill grace = {R + KILL_GRACE:.3f}s"
+    )
+    assert code == 3, "a leader that lost its lease exits 3"
+    print(f"stop delay {stop_delay:.3f}s after the last renewal; paused {paused_for:.2f}s")

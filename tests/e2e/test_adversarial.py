@@ -21,7 +21,6 @@ from tests.e2e import harness
 from tests.e2e.conftest import Bed
 from tests.e2e.harness import wait_for, wait_for_leader
 from tests.e2e.test_multicluster import (
-    CRASH_BOUND,
     FIRST_LEADER_TIMEOUT,
     assert_one_leader_at_a_time,
     lead_for,

@@ -104,9 +104,9 @@ def no_google_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Non
 def test_missing_credentials_are_a_configuration_error() -> None:
     """Issue 8 item 13: DefaultCredentialsError escaped the error mapping and killed the
     elector's thread, so ``mclease elect`` hung."""
-    with GCSStorage.from_url("gs://leases/p?timeout=1&deadline=2") as store:
-        with pytest.raises(ConfigurationError, match="no Google credentials"):
-            store.read("lease")
+    store = GCSStorage.from_url("gs://leases/p?timeout=1&deadline=2")
+    with store, pytest.raises(ConfigurationError, match="no Google credentials"):
+        store.read("lease")
 
 
 @pytest.mark.usefixtures("no_google_credentials")
