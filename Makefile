@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
 LINTED := mclease_core tests bench demo $(PLUGINS)
 
-.PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers test-e2e-kind
+.PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers go-candidate test-e2e-kind
 
 ## dev: create .venv with the core and every plugin installed editable, plus the test tools
 dev: $(VENV)/.installed
@@ -34,13 +34,18 @@ lint: dev
 	$(VENV)/bin/mypy --strict mclease_core $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
 
 ## test: lint, then every test (installs or builds the test servers first)
-test: dev lint test-servers kube-assets
+test: dev lint test-servers kube-assets go-candidate
 	$(PY) -m pytest
 
 ## kube-assets: kube-apiserver, etcd and kubectl for tests/kube (KUBEBUILDER_ASSETS if set,
 ## else built from the Go module proxy into ~/.cache/mclease/kube-assets; ~14 min cold, instant warm)
 kube-assets:
 	hack/kube-assets.sh >/dev/null
+
+## go-candidate: the Go application pod of the e2e tests (client-go's elector with a
+## MultiClusterLease lock, tests/e2e/gocandidate), built into ~/.cache/mclease (~2.5 min cold)
+go-candidate:
+	hack/go-candidate.sh >/dev/null
 
 ## test-servers: redis-server, etcd (apt) and fake-gcs-server (Go module proxy, ~4 min cold)
 test-servers:

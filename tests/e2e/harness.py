@@ -309,6 +309,7 @@ class CandidateProcess(ManagedProcess):
         *,
         label: str | None = None,
         lease_name: str = LEASE_NAME,
+        program: Sequence[str] = (sys.executable, str(CANDIDATE_SCRIPT)),
     ):
         self.site = site
         self.identity = identity
@@ -317,7 +318,7 @@ class CandidateProcess(ManagedProcess):
         self.heartbeats = workdir / f"{safe}.beats"
         self.events = workdir / f"{safe}.events"
         argv = [
-            sys.executable, str(CANDIDATE_SCRIPT),
+            *program,
             "--kubeconfig", str(site.candidate_kubeconfig),
             "--namespace", site.namespace,
             "--name", lease_name,
@@ -404,6 +405,11 @@ class ProcessGroup:
             process.wait_ready()
         return process
 
+    def go_candidate(self, site: Site, identity: str, **kwargs: Any) -> CandidateProcess:
+        """The Go candidate (client-go's elector, tests/e2e/gocandidate) instead of the Python
+        one; same flags, same records."""
+        return self.candidate(site, identity, program=(str(go_candidate_binary()),), **kwargs)
+
     def candidate(self, site: Site, identity: str, **kwargs: Any) -> CandidateProcess:
         process = CandidateProcess(site, identity, self.workdir, **kwargs)
         self.processes.append(process)
@@ -481,6 +487,26 @@ def describe(intervals: Sequence[Interval], origin: float) -> str:
         f"  {i.candidate:<14} term {i.term}: {i.start - origin:7.2f}s .. {i.end - origin:7.2f}s"
         for i in intervals
     )
+
+
+def go_candidate_binary() -> Path:
+    """The built Go candidate; ``hack/go-candidate.sh`` (run by ``make test``) builds it."""
+    script = REPO_ROOT / "hack" / "go-candidate.sh"
+    path = Path(subprocess.run(
+        [str(script), "--print-path"], check=True, capture_output=True, text=True
+    ).stdout.strip())
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the Go candidate is not built ({path}); run hack/go-candidate.sh (make test does)"
+        )
+    return path
+
+
+def go_confirmation_bound() -> float:
+    """The Go candidate's call bound: client-go acts until P + R after its last confirmed call
+    returned, so ``C + P + R + margin <= D``."""
+    margin = max(0.5, LEASE_DURATION / 10)
+    return LEASE_DURATION - RENEW_DEADLINE - RETRY_PERIOD - margin
 
 
 def confirmation_bound() -> float:

@@ -86,3 +86,85 @@ def test_a_paused_replica_resumes_without_freeing_the_active_replicas_lease(bed:
     assert standby.alive()
     assert leader.leading(), "the local leader lost its lease to the resumed replica"
     assert_one_leader_at_a_time([leader, follower], origin)
+
+
+# ----- Go candidates on client-go (item 14) -----------------------------------------------------
+
+GO_C = harness.go_confirmation_bound()
+GO_STEP_DOWN = harness.RETRY_PERIOD + harness.RENEW_DEADLINE
+"""client-go stops leading P + R after its last confirmed call returned."""
+GO_CRASH_BOUND = harness.LEASE_DURATION + 3 * harness.RETRY_PERIOD
+"""kill -9 to a new Go leader: D, plus a follower's jittered retry (up to 2.2 P) and a signal."""
+SLACK = 0.3
+
+
+def assert_go_leader_stepped_down_in_time(candidate: harness.CandidateProcess) -> None:
+    last = candidate.last_beat()
+    confirmed = candidate.confirmations()
+    assert last is not None
+    assert confirmed
+    after = last - max(call.end for call in confirmed)
+    assert after <= GO_STEP_DOWN + SLACK, (
+        f"{candidate.label} acted {after:.2f}s after its last confirmation"
+    )
+
+
+def test_go_candidates_first_election_release_and_crash(bed: Bed) -> None:
+    """A Go candidate's create is its signal (its first election took D + P); its release by
+    client-go's ReleaseOnCancel (an empty holder with leaseDurationSeconds 1, written before its
+    work stopped) goes through the existing elector and frees the lease once the candidate cannot
+    act (it failed, and the lease waited for expiry); kill -9 fails over within D + 3P."""
+    origin = time.monotonic()
+    bed.controllers()
+    started = time.monotonic()
+    candidates = [bed.group.go_candidate(bed.sites["east"], "go-0"),
+                  bed.group.go_candidate(bed.sites["west"], "go-1")]  # fmt: skip
+    leader, first = wait_for_leader(candidates, timeout=FIRST_LEADER_TIMEOUT)
+    bed.measure("go: start -> first leader", first - started, GO_C)
+    assert any(c.ok and c.kind == "create" for c in leader.calls()), (
+        "the first election was not confirmed on the candidate's create"
+    )
+    (other,) = [c for c in candidates if c is not leader]
+    lead_for(leader, first, 2.0)
+
+    released_at = time.monotonic()
+    assert leader.terminate() == 0
+    assert any(f[0] == "released" and f[2] == "1" for f in leader.event_lines())
+    _, took_over = wait_for_leader([other], timeout=harness.LEASE_DURATION + 10, after=released_at)
+    assert (leader.last_beat() or 0) < took_over
+    hold = harness.LEASE_DURATION
+    bed.measure(
+        "go: ReleaseOnCancel -> next leader",
+        took_over - released_at,
+        hold + 2 * harness.RETRY_PERIOD,
+    )
+    assert took_over - released_at <= hold + 2 * harness.RETRY_PERIOD + SLACK
+
+    lead_for(other, took_over, 2.0)
+    killed_at = other.kill()
+    successor = bed.group.go_candidate(
+        bed.sites[leader.site.name], "go-0", label=f"{leader.label}-again"
+    )
+    _, next_first = wait_for_leader([successor], timeout=GO_CRASH_BOUND + 10, after=killed_at)
+    assert_go_leader_stepped_down_in_time(other)
+    bed.measure("go: kill -9 leader -> other leads", next_first - killed_at, GO_CRASH_BOUND)
+    assert next_first - killed_at <= GO_CRASH_BOUND + SLACK
+    assert_one_leader_at_a_time([*candidates, successor], origin)
+
+
+def test_go_candidates_with_one_name_in_two_clusters_are_never_both_confirmed(bed: Bed) -> None:
+    origin = time.monotonic()
+    bed.controllers()
+    candidates = [bed.group.go_candidate(bed.sites["east"], "app-0"),
+                  bed.group.go_candidate(bed.sites["west"], "app-0")]  # fmt: skip
+    leader, first = wait_for_leader(candidates, timeout=FIRST_LEADER_TIMEOUT)
+    (other,) = [c for c in candidates if c is not leader]
+    lead_for(leader, first, 3.0)
+    assert not other.beats(), "the same name in the other cluster was confirmed too"
+    killed_at = leader.kill()
+    _, took_over = wait_for_leader([other], timeout=GO_CRASH_BOUND + 10, after=killed_at)
+    assert_go_leader_stepped_down_in_time(leader)
+    bed.measure(
+        "go, same name: kill -9 leader -> other leads", took_over - killed_at, GO_CRASH_BOUND
+    )
+    assert_one_leader_at_a_time(candidates, origin)
