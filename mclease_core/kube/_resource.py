@@ -52,8 +52,9 @@ def format_time(moment: dt.datetime) -> str:
 
 
 def qualified(cluster: str, identity: str) -> str:
-    """How a holder is named outside its own cluster: ``cluster/identity``."""
-    return f"{cluster}/{identity}" if cluster else identity
+    """How a holder is named when it is not confirmed here: ``cluster/identity``, also for a
+    record without a cluster (``/identity``): a bare name would confirm a local namesake."""
+    return f"{cluster}/{identity}"
 
 
 @dataclasses.dataclass(frozen=True)

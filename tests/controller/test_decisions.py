@@ -226,6 +226,13 @@ class TestStatus:
         assert status["globalHolderIdentity"] == "west/app-0"
         assert status["globalHolderCluster"] == "west"
 
+    def test_a_record_without_a_cluster_never_confirms_a_local_namesake(self) -> None:
+        """Found by the hostile-input search: a record written without a cluster (``mclease
+        elect`` on the same store, or forged) was named bare, which confirmed a local candidate
+        of that name without any compare-and-swap for it."""
+        status = build_status(Outcome(6, "east", record("", "app-0"), False), [], WALL)
+        assert status["globalHolderIdentity"] == "/app-0"
+
     @pytest.mark.parametrize("expired", [True, False])
     def test_an_expired_or_released_holder_is_not_named(self, expired: bool) -> None:
         held = record("west", "b")

@@ -78,7 +78,7 @@ def test_defaults() -> None:
         ("etcd:///prefix", "expected etcd://"),
         ("etcd://host:http/x", "invalid port"),
         ("etcd://host/x?colour=blue", "unknown etcd URL option"),
-        ("etcd://host/x?timeout=-1", "> 0"),
+        ("etcd://host/x?timeout=-1", "between 0.05 and 3600"),
         ("etcd://host/x?ca_cert=/ca.pem", "etcds://"),
         ("etcds://host/x?cert_cert=/c.pem", "go together"),
         ("etcd://alice@host/x", "user:password"),
