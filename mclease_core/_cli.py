@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="time between SIGTERM and SIGKILL when leadership ends "
-        "(default: a third of lease-duration minus renew-deadline)",
+        "(default: a third of lease-duration minus renew-deadline, within the margin)",
     )
     elect.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     elect.set_defaults(handler=_elect)
@@ -205,8 +205,9 @@ def _elect(args: argparse.Namespace) -> int:
         )
     timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
     kill_grace = args.kill_grace
-    if kill_grace is None:
-        kill_grace = (timing.lease_duration - timing.renew_deadline) / 3
+    if kill_grace is None:  # a third of the room, leaving the margin ElectedCommand requires
+        spare = timing.lease_duration - timing.renew_deadline
+        kill_grace = max(0.0, min(spare / 3, spare - max(0.5, 0.1 * timing.lease_duration)))
     registry = load_backends()
     storage = registry.open(args.storage)
     elector = LeaderElector(storage, args.name, args.identity, cluster=args.cluster, timing=timing)

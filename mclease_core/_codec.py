@@ -51,8 +51,8 @@ def decode_lease_data(
 
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise corrupt(f"not JSON ({exc})") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise corrupt(f"not JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(document, dict):
         raise corrupt(f"expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT_VERSION:

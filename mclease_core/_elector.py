@@ -53,7 +53,7 @@ from ._errors import (
 from ._instrumented import CountingStorage
 from ._limits import excerpt
 from ._storage import LeaseData, LeaseObject, Storage, validate_key
-from ._watchdog import TermWatchdog, call_safely
+from ._watchdog import TermEnding, TermWatchdog, call_safely
 
 log = logging.getLogger("mclease.elector")
 
@@ -151,6 +151,7 @@ class LeaderElector:
         self._reported_unexpected = False
 
         self._stopping = threading.Event()
+        self._ending = TermEnding()
         self._watchdog = TermWatchdog(
             self.term_deadline, self.check_deadline, clock, f"mclease-watchdog-{name}"
         )
@@ -198,7 +199,10 @@ class LeaderElector:
 
     def step(self) -> StepOutcome:
         """Make one attempt to become or stay leader, and say whether this attempt's own
-        compare-and-swap started or extended the term (``wrote``)."""
+        compare-and-swap started or extended the term (``wrote``). A term whose deadline
+        passed (say the process was paused before the watchdog could run) ends first: it is
+        never revived by a late renewal."""
+        self.check_deadline()
         with self._lock:
             term = self._term
             cached = self._cached
@@ -353,14 +357,15 @@ class LeaderElector:
             self._end_term(term, f"no successful renewal within {self.timing.renew_deadline:g}s")
 
     def _end_term(self, term: _Term, reason: str, *, deliberate: bool = False) -> None:
-        with self._lock:
-            if self._term is not term:
-                return
-            self._term = None
-            self._watchdog.wake()
-        level = logging.INFO if deliberate else logging.WARNING
-        log.log(level, "lease %r: stopped leading: %s", self.name, reason)
-        self._call(self.callbacks.on_stopped_leading, term.public, reason)
+        with self._ending.ending():
+            with self._lock:
+                if self._term is not term:
+                    return
+                self._term = None
+                self._watchdog.wake()
+            level = logging.INFO if deliberate else logging.WARNING
+            log.log(level, "lease %r: stopped leading: %s", self.name, reason)
+            self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     def release(self) -> bool:
         """End our term and give the lease up; True if released.
@@ -372,9 +377,14 @@ class LeaderElector:
         """
         with self._lock:
             term = self._term
-            observation = self._observation
         if term is not None:
             self._end_term(term, "released", deliberate=True)
+        with self._ending.after():  # an end in progress on another thread (stop()) comes first
+            with self._lock:
+                observation = self._observation
+            return self._release(observation)
+
+    def _release(self, observation: Observation | None) -> bool:
         if observation is None or observation.record.data.holder != self.me:
             return False
         try:
@@ -449,6 +459,8 @@ class LeaderElector:
             term = self._term
         if term is not None:
             self._end_term(term, "elector stopped", deliberate=True)
+        if self._ending.in_callback():
+            return  # called from on_stopped_leading: the loop waits for that callback to return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

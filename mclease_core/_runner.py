@@ -60,12 +60,13 @@ class ElectedCommand:
 
     def __init__(self, elector: LeaderElector, command: Sequence[str], *, kill_grace: float):
         timing = elector.timing
-        if kill_grace < 0 or timing.renew_deadline + kill_grace >= timing.lease_duration:
+        margin = max(0.5, 0.1 * timing.lease_duration)
+        if kill_grace < 0 or timing.renew_deadline + kill_grace + margin > timing.lease_duration:
             raise ValueError(
                 f"kill grace {kill_grace:g}s is too long: renew_deadline "
-                f"({timing.renew_deadline:g}s) + kill grace must stay below lease_duration "
-                f"({timing.lease_duration:g}s), or the next leader could start while this command "
-                "still runs"
+                f"({timing.renew_deadline:g}s) + kill grace + a margin of {margin:g}s must not "
+                f"exceed lease_duration ({timing.lease_duration:g}s), or the next leader could "
+                "start while this command still runs"
             )
         self.elector = elector
         self.command = list(command)

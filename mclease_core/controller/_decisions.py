@@ -43,6 +43,11 @@ from ..kube._resource import (
     qualified,
 )
 
+MISSED_LIMIT = 2
+"""Signals in a row confirmed too late for their candidate, after which the controller stops
+renewing for it until the lease has run out (issue 8 item 9: renewing for signals nobody can be
+confirmed for kept every cluster from leading)."""
+
 MIN_CONFIRM_WINDOW = 1.5
 """The shortest time a confirming status stays visible: a candidate that polls once a second
 (upstream's Go client) still sees it."""
@@ -100,6 +105,8 @@ def spec_problem(view: LeaseView) -> str:
     identity_error = identity_problem(view.holder_identity, allow_slash=False)
     if identity_error:
         return f"spec.holderIdentity: {identity_error}"
+    if not view.holder_identity:
+        return ""  # a release (client-go writes leaseDurationSeconds 1 with it): nobody to time
     duration = view.lease_duration_seconds
     if not 1 <= duration <= MAX_DURATION:
         return (
@@ -141,8 +148,10 @@ class CandidateState:
     was created after it started watching."""
     tracked_since: float
     """When this controller first saw the object at all."""
-    last_signal: Signal | None = None
-    """The latest generation with a non-empty holder (an empty holder keeps the one before)."""
+    signals: tuple[Signal, ...] = ()
+    """Per identity, the last moment it could have signalled: when a generation naming it was
+    first seen, or when a generation naming someone else replaced it (its own last signal may
+    have been folded into that one). The latest few identities are kept."""
     deleting_since: float | None = None
     """When this controller first saw the object being deleted."""
 
@@ -150,13 +159,19 @@ class CandidateState:
         return now - self.first_seen
 
     def last_seen_of(self, identity: str) -> float:
-        """The last moment ``identity`` could have signalled, as far as this controller knows."""
-        signal = self.last_signal
-        return (
-            signal.seen
-            if signal is not None and signal.identity == identity
-            else self.tracked_since
-        )
+        """The last moment ``identity`` could have signalled, as far as this controller knows: for
+        an identity it never saw, the first sight of the current generation (nothing it did
+        see was written later)."""
+        return next((s.seen for s in self.signals if s.identity == identity), self.first_seen)
+
+
+KEPT_SIGNALS = 8
+
+
+def _noted(signals: tuple[Signal, ...], now: float, *identities: str) -> tuple[Signal, ...]:
+    named = {identity for identity in identities if identity}
+    kept = tuple(s for s in signals if s.identity not in named)
+    return (*(Signal(identity, now) for identity in sorted(named)), *kept)[:KEPT_SIGNALS]
 
 
 def track_candidate(
@@ -168,8 +183,9 @@ def track_candidate(
     created: bool = False,
     deleting: bool = False,
 ) -> CandidateState:
-    """Fold the spec just read into what we knew; a new generation is a heartbeat, and so is the
-    first sight of an object the watch reported as created."""
+    """Fold the spec just read into what we knew; a newer generation is a heartbeat, and so is
+    the first sight of an object the watch reported as created. An older generation (a watched
+    copy that trails one already seen) changes nothing."""
     if previous is None:
         return CandidateState(
             identity,
@@ -177,18 +193,18 @@ def track_candidate(
             now,
             changed=created,
             tracked_since=now,
-            last_signal=Signal(identity, now) if identity else None,
+            signals=_noted((), now, identity),
             deleting_since=now if deleting else None,
         )
     state = previous
-    if generation != previous.generation:
+    if generation > previous.generation:
         state = dataclasses.replace(
             previous,
             identity=identity,
             generation=generation,
             first_seen=now,
             changed=True,
-            last_signal=Signal(identity, now) if identity else previous.last_signal,
+            signals=_noted(previous.signals, now, identity, previous.identity),
         )
     if deleting and state.deleting_since is None:
         state = dataclasses.replace(state, deleting_since=now)
@@ -241,6 +257,8 @@ def plan(
     windows: Windows | None,
     record_hold: float,
     now: float,
+    missed: int = 0,
+    renewed_ago: float | None = None,
 ) -> Plan:
     """What to do for one lease.
 
@@ -248,6 +266,8 @@ def plan(
     cluster). ``stopped_first``: the spec says ``held_for`` released after stopping its work.
     ``renewed``/``attempted``: this generation's compare-and-swap succeeded / was tried.
     ``record_hold``: the observed record's lease duration (the ``hold`` it was written with).
+    ``missed``: how many signals in a row the candidate's lock saw confirmed only after it had
+    stopped waiting; ``renewed_ago``: seconds since this controller last renewed for it.
     """
     release_at: float | None = None
     if held_for:
@@ -295,6 +315,16 @@ def plan(
             confirm=confirm,
             recheck_at=candidate.first_seen + until,
         )
+    too_slow = missed >= MISSED_LIMIT and held_for == identity
+    if too_slow and renewed_ago is not None and renewed_ago < windows.hold:
+        # Renewing could make nobody lead and keeps the other clusters out: let the lease run
+        # out for them; once it has, try again (a confirmation in time clears ``missed``).
+        return Plan(
+            Action.OBSERVE,
+            "its candidate sees confirmations only after it stopped waiting",
+            late=True,
+            recheck_at=candidate.first_seen + windows.hold,
+        )
     if age <= windows.renew and not stale:
         return Plan(
             Action.CONTEND,
@@ -304,7 +334,9 @@ def plan(
         )
     return Plan(
         Action.OBSERVE,
-        "signal not renewed in time" if not attempted else "no live candidate",
+        "it was first reconciled after its candidate stopped waiting"
+        if not attempted
+        else "no live candidate",
         late=not attempted,
         recheck_at=candidate.first_seen + windows.hold if not stale else None,
     )
@@ -333,24 +365,52 @@ class Outcome:
     problem: str = ""
     late: bool = False
     deleting: bool = False
+    spec_holder: str = ""
+    """The local candidate the spec names (valid, or ``""``)."""
+
+    def confirms(self) -> bool:
+        """Whether this status confirms the generation: this reconcile renewed for it, in its
+        window, and the record names exactly that local candidate."""
+        record = self.record
+        return (
+            self.confirmed != ""
+            and record is not None
+            and not record.data.is_released
+            and not self.holder_expired
+            and record.data.holder == (self.cluster, self.confirmed)
+        )
 
 
 def build_status(
     outcome: Outcome, previous_conditions: list[dict[str, Any]], wall_now: Any
 ) -> dict[str, Any]:
-    """The status subresource to write (a merge patch of ``status``)."""
-    status: dict[str, Any] = {"observedGeneration": outcome.generation}
+    """The status subresource to write (a merge patch of ``status``).
+
+    Rule 3: the bare identity with ``observedGeneration`` = the generation confirms it. A lease
+    held here for the spec's own candidate but not confirmed for this generation (not renewed, a
+    closed window, an outage) keeps the bare identity with ``observedGeneration`` one below:
+    no poller of this generation sees a confirmation, and no reader sees another holder, so
+    withdrawing a confirmation, or a single late reconcile, demotes nobody. Any other holder is
+    written ``cluster/identity``.
+    """
+    generation = outcome.generation
     record = outcome.record
     live = record is not None and not record.data.is_released and not outcome.holder_expired
     holder = ""
     holder_cluster = ""
     if record is not None and live:
         holder_cluster, identity = record.data.holder
-        confirmed = outcome.confirmed != "" and (holder_cluster, identity) == (
+        own = outcome.spec_holder != "" and (holder_cluster, identity) == (
             outcome.cluster,
-            outcome.confirmed,
+            outcome.spec_holder,
         )
-        holder = identity if confirmed else qualified(holder_cluster, identity)
+        if outcome.confirms():
+            holder = identity
+        elif own:
+            holder, generation = identity, max(0, generation - 1)
+        else:
+            holder = qualified(holder_cluster, identity)
+    status: dict[str, Any] = {"observedGeneration": generation}
     status["globalHolderIdentity"] = holder
     status["globalHolderCluster"] = holder_cluster
     if record is not None:
@@ -376,7 +436,7 @@ def _conditions(
         )
     else:
         healthy = ("True", "BackendHealthy", "the global store answered")
-    confirmed = outcome.confirmed != "" and holder == outcome.confirmed
+    confirmed = outcome.confirms()
     if outcome.deleting:
         acquired = ("False", "Deleting", "the object is being deleted; nobody is confirmed")
     elif outcome.problem:
@@ -385,11 +445,18 @@ def _conditions(
         acquired = (
             "False",
             "ConfirmationLate",
-            "the controller saw the signal after its candidate stopped waiting for a "
-            "confirmation, so it did not renew the global lease for it",
+            "the signal could not be confirmed before its candidate stopped waiting for a "
+            "confirmation, so the global lease is not renewed for it",
         )
     elif confirmed:
         acquired = ("True", "LockAcquired", f"global lease held by this cluster's {holder}")
+    elif holder and "/" not in holder:
+        acquired = (
+            "False",
+            "NotConfirmed",
+            f"global lease held for this cluster's {holder}, but generation "
+            f"{outcome.generation} is not confirmed",
+        )
     elif holder:
         acquired = ("False", "HeldElsewhere", f"global lease held by {holder}")
     else:

@@ -40,7 +40,7 @@ from prometheus_client import start_http_server
 from .._decisions import LeaseTiming
 from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from .._storage import Storage
-from ..kube._client import describe_error, single_attempt_client
+from ..kube._client import Deadline, describe_error, single_attempt_client
 from ..kube._lease_storage import CoordinationLeaseStorage
 from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
 from ._metrics import Metrics
@@ -57,7 +57,10 @@ def watch_grace(watch_timeout: float) -> float:
     dead: a quarter of it, between 1 and 10 seconds."""
     return min(10.0, max(1.0, watch_timeout / 4))
 
+
 JITTER = 0.2
+EVENT_TIMEOUT = 2.0
+"""An Event is best effort: a worker waits at most this long for one."""
 
 
 @dataclasses.dataclass
@@ -84,7 +87,8 @@ class Controller:
         self.config = config
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(single_attempt_client(api_client, keep_alive=True))
-        self.core = k8s.CoreV1Api(api_client)
+        self.core = k8s.CoreV1Api(single_attempt_client(api_client))
+        self._requests = Deadline()
         self.metrics = Metrics()
         self.queue = WorkQueue()
         self.reconciler = Reconciler(
@@ -305,8 +309,9 @@ class Controller:
                 continue
             key, lag = item
             try:
-                if not self.may_act():
-                    continue  # a paused replica that resumed past its term: touch nothing
+                if not self.may_act():  # a paused replica that resumed past its term, or one not
+                    self.queue.add(key, self.config.retry_period)  # yet active: touch nothing
+                    continue
                 self.metrics.reconcile_lag.observe(lag)
                 self._reconcile(key, failures)
             finally:
@@ -330,6 +335,7 @@ class Controller:
                 self.queue.add(key, self._spread(result.requeue_after))
         except NotActive:
             log.info("%s: not the active replica any more; nothing written", key)
+            self.queue.add(key, self.config.retry_period)
         except StaleCopy:
             self._objects.pop(key, None)  # read it afresh, at once
             self.queue.add(key)
@@ -344,8 +350,9 @@ class Controller:
             self.queue.add(key, delay)
 
     def _spread(self, delay: float) -> float:
-        """Jitter periodic requeues so leases do not reconcile in lockstep; keep earlier,
-        precise ones (a candidate turning stale) exact."""
+        """Jitter periodic requeues so leases do not reconcile in lockstep: only ever earlier, so
+        a reconcile the decisions asked for by a moment (a window closing, a candidate turning
+        stale) is never late; earlier ones are exact."""
         return _jittered(delay) if delay >= self.config.retry_period else delay
 
     # ----- events, health ------------------------------------------------------------------------
@@ -369,7 +376,12 @@ class Controller:
             source=k8s.V1EventSource(component=f"mclease-controller-{self.config.cluster}"),
         )
         try:
-            self.core.create_namespaced_event(view.namespace, body, _request_timeout=5)
+            self._requests.call(
+                self.core.create_namespaced_event,
+                view.namespace,
+                body,
+                until=time.monotonic() + EVENT_TIMEOUT,
+            )
         except Exception as exc:
             log.debug("could not record event %s on %s: %s", reason, view.key, exc)
 
@@ -401,7 +413,7 @@ class Controller:
 
 
 def _jittered(delay: float) -> float:
-    return delay * (1.0 + JITTER * random.random())
+    return delay * (1.0 - JITTER * random.random())
 
 
 __all__ = ["Controller", "ControllerConfig"]

@@ -66,10 +66,13 @@ class StaleCopy(MCLeaseError):
 @dataclasses.dataclass
 class _LeaseState:
     candidate: CandidateState
+    uid: str = ""
     elector: LeaderElector | None = None
     renewed_generation: int | None = None
     """The generation this controller's compare-and-swap succeeded for."""
     attempted_generation: int | None = None
+    renewed_at: float | None = None
+    """When this controller's last compare-and-swap for the lease succeeded (monotonic)."""
     last_holder: str = ""
     reported: str = ""
     """The last warning (late signal, refused status) sent as an Event, so it is sent once."""
@@ -187,6 +190,8 @@ class Reconciler:
             windows=lease_windows,
             record_hold=record.data.lease_duration_seconds if record is not None else 0.0,
             now=now,
+            missed=view.missed_by(view.holder_identity),
+            renewed_ago=None if state.renewed_at is None else now - state.renewed_at,
         )
         log.debug("%s: %s (%s)", view.key, decision.action.value, decision.reason)
         confirmed = ""
@@ -194,13 +199,15 @@ class Reconciler:
             confirmed, error = self._act(view, state, elector, decision, lease_windows)
         if view.deleting:
             return self._finish_deletion(view, state, elector, decision, error)
-        if decision.action is not Action.WAIT or not view.status_is_possible:
+        if decision.action is not Action.WAIT or _needs_withdrawal(view):
             self._write_status(view, state, elector, confirmed, error, decision, lease_windows)
         delay = next_check(decision, self.clock.monotonic(), self.retry_period)
         return ReconcileResult(delay, decision)
 
     def _track(self, view: LeaseView, now: float, created: bool) -> _LeaseState:
         state = self._leases.get(view.key)
+        if state is not None and state.uid != view.uid:
+            state = None  # deleted and recreated (a DELETED event missed): a new object
         candidate = track_candidate(
             state.candidate if state else None,
             view.holder_identity,
@@ -210,7 +217,7 @@ class Reconciler:
             deleting=view.deleting,
         )
         if state is None:
-            state = _LeaseState(candidate)
+            state = _LeaseState(candidate, uid=view.uid)
             self._leases[view.key] = state
         state.candidate = candidate
         return state
@@ -295,6 +302,7 @@ class Reconciler:
             outcome = elector.step()
             if outcome.wrote:
                 state.renewed_generation = view.generation
+                state.renewed_at = self.clock.monotonic()
                 return self._confirmable(view, state, lease_windows), ""
             return "", str(outcome.error) if outcome.error else ""
         if action is Action.PUBLISH:
@@ -373,12 +381,6 @@ class Reconciler:
     ) -> None:
         record = elector.observed_record if elector is not None else None
         expired = elector.holder_expired() if elector is not None else True
-        if confirmed and lease_windows is not None:
-            budget = min(self.request_timeout, self._window_left(state, lease_windows))
-            if budget < CONFIRM_SLACK:
-                confirmed = ""
-        else:
-            budget = self.request_timeout
         outcome = Outcome(
             view.generation,
             self.cluster,
@@ -389,20 +391,28 @@ class Reconciler:
             problem=decision.problem,
             late=decision.late,
             deleting=deleting,
+            spec_holder="" if decision.problem else view.holder_identity,
         )
         status = build_status(outcome, list(view.conditions), self.clock.now())
-        self._publish(view, state, status, record, decision)
-        if view.status_is_possible and _same_status(status, view.status):
-            return
-        self._check_active()
-        try:
-            self._patch_status(view, status, budget)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
-            if exc.status != 422:
-                raise
-            self._status_refused(view, state, status, exc)
+        if not (view.status_is_possible and _same_status(status, view.status)):
+            self._check_active()
+            budget = self.request_timeout
+            if outcome.confirms() and lease_windows is not None:
+                # the window is absolute: whatever this reconcile spent so far comes off it
+                budget = min(budget, self._window_left(state, lease_windows))
+                if budget < CONFIRM_SLACK:
+                    outcome = dataclasses.replace(outcome, confirmed="")
+                    status = build_status(outcome, list(view.conditions), self.clock.now())
+                    budget = self.request_timeout
+            try:
+                self._patch_status(view, status, budget)
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
+                if exc.status != 422:
+                    raise
+                self._status_refused(view, state, status, exc)
+        self._publish(view, state, status, record, decision, outcome.confirms())
 
     def _patch_status(self, view: LeaseView, status: dict[str, Any], budget: float) -> None:
         body = {"metadata": {"resourceVersion": view.resource_version}, "status": status}
@@ -455,10 +465,12 @@ class Reconciler:
         status: dict[str, Any],
         record: Any,
         decision: Plan,
+        confirmed: bool,
     ) -> None:
+        """Metrics, Events and logs of what status says, after it was written (an Event that
+        takes long must not delay a confirmation)."""
         holder = status["globalHolderIdentity"]
-        leader_here = holder != "" and "/" not in holder
-        self.metrics.is_leader.labels(view.namespace, view.name).set(1 if leader_here else 0)
+        self.metrics.is_leader.labels(view.namespace, view.name).set(1 if confirmed else 0)
         if record is not None:
             self.metrics.transitions.labels(view.namespace, view.name).set(
                 record.data.lease_transitions
@@ -476,7 +488,7 @@ class Reconciler:
                 self.metrics.late_signals.inc()
                 message = (
                     f"signal of {printable(view.holder_identity)} (generation {view.generation}) "
-                    "was reconciled after its candidate stopped waiting; not renewed"
+                    f"not renewed: {decision.reason}"
                 )
                 self.events(view, "Warning", "ConfirmationLate", message)
                 log.warning("%s: %s", view.key, message)
@@ -534,6 +546,19 @@ class Reconciler:
     ) -> Any:
         seconds = self.request_timeout if budget is None else budget
         return self._requests.call(method, *args, until=time.monotonic() + seconds, **kwargs)
+
+
+def _needs_withdrawal(view: LeaseView) -> bool:
+    """At first sight status is left alone, unless it is impossible, or it confirms the current
+    generation (a controller that stopped may have confirmed it; its window is unknown here):
+    withdrawn, it still names the same holder (see ``build_status``), so nobody is demoted."""
+    if not view.status_is_possible:
+        return True
+    return (
+        view.holder_identity != ""
+        and view.observed_generation == view.generation
+        and view.global_holder_identity == view.holder_identity
+    )
 
 
 def _same_status(new: dict[str, Any], old: dict[str, Any] | None) -> bool:

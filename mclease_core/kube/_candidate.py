@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._elector import ElectorCallbacks, LeadershipTerm
-from .._watchdog import TermWatchdog, call_safely
+from .._watchdog import TermEnding, TermWatchdog, call_safely
 from ._lock import MultiClusterLeaseLock
 
 log = logging.getLogger("mclease.candidate")
@@ -57,6 +57,7 @@ class CandidateElector:
         self._observed_at = 0.0
         self._reported: str | None = None
         self._stopping = threading.Event()
+        self._ending = TermEnding()
         self._watchdog = TermWatchdog(
             self.term_deadline, self.check_deadline, self.clock, "mclease-candidate-watchdog"
         )
@@ -84,6 +85,8 @@ class CandidateElector:
         """One attempt: signal if we lead, if nobody does, or if the leader's status has not
         changed for a lease duration; return whether we lead afterwards."""
         lock = self.lock
+        if not self.is_leader():
+            lock.end_term()  # a campaign: a term the lock confirmed but we never started is over
         found, record = lock.get(lock.name, lock.namespace)
         now = self.clock.monotonic()
         if not found:
@@ -176,14 +179,15 @@ class CandidateElector:
             self._end(term, reason)
 
     def _end(self, term: _Term, reason: str) -> None:
-        with self._lock:
-            if self._term is not term:
-                return
-            self._term = None
-            self._watchdog.wake()
-        self.lock.end_term()
-        log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
-        self._call(self.callbacks.on_stopped_leading, term.public, reason)
+        with self._ending.ending():
+            with self._lock:
+                if self._term is not term:
+                    return
+                self._term = None
+                self._watchdog.wake()
+            self.lock.end_term()
+            log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
+            self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     # ----- the loop ------------------------------------------------------------------------------
 
@@ -198,7 +202,8 @@ class CandidateElector:
             self._watchdog.stop()
             self._end_if_leading("elector stopped")
             if self.release_on_stop:
-                self.lock.release()
+                with self._ending.after():  # the release says the work has stopped: wait for it
+                    self.lock.release()
 
     def start(self) -> CandidateElector:
         self._thread = threading.Thread(target=self.run, name="mclease-candidate", daemon=True)
@@ -209,6 +214,8 @@ class CandidateElector:
         """End the term now (the callback runs), then stop the loop and release."""
         self._stopping.set()
         self._end_if_leading("elector stopped")
+        if self._ending.in_callback():
+            return  # called from on_stopped_leading: the loop waits for that callback to return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 

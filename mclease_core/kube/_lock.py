@@ -171,6 +171,10 @@ class MultiClusterLeaseLock:
         self._refuse_until: float | None = None
         self._last_return: float | None = None
         self._warned_period = False
+        self._gave_up: set[int] = set()
+        """Generations of the latest calls that ended unconfirmed at their bound."""
+        self._missed = 0
+        """Signals in a row confirmed only after their call had given up (see ``_annotation``)."""
 
     # ----- building the elector -----------------------------------------------------------------
 
@@ -249,6 +253,7 @@ class MultiClusterLeaseLock:
             return False, ApiException(status=0, reason=f"{type(exc).__name__}: {exc}")
         self._last_seen = obj
         self.last_status = view
+        self._note_late_confirmation(view)
         return True, _record_from(view)
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
@@ -363,9 +368,33 @@ class MultiClusterLeaseLock:
         }
 
     def _annotation(self) -> str:
-        """Tells the controller how long this candidate waits for a confirmation, so it does not
-        renew the global lease for a signal it can no longer confirm in time."""
-        return json.dumps({"identity": self.identity, "callBound": round(self.call_bound, 3)})
+        """Tells the controller how long this candidate waits for a confirmation, and how many
+        of its signals in a row were confirmed only after it had stopped waiting, so the
+        controller stops renewing for signals it cannot confirm in time."""
+        note: dict[str, Any] = {"identity": self.identity, "callBound": round(self.call_bound, 3)}
+        if self._missed:
+            note["missed"] = self._missed
+        return json.dumps(note)
+
+    def _note_late_confirmation(self, view: LeaseView) -> None:
+        """A status read after a call gave up: did it confirm that call after all?"""
+        if not self._gave_up or not view.status_is_possible:
+            return
+        confirmed = view.observed_generation
+        if (
+            view.holder_identity == self.identity
+            and view.global_holder_identity == self.identity
+            and confirmed in self._gave_up
+        ):
+            self._missed += 1
+            self._gave_up = {g for g in self._gave_up if g > confirmed}
+            log.warning(
+                "%s: the controller confirmed a signal after this candidate stopped waiting (%d "
+                "in a row): the path signal -> confirmation is slower than the call bound %.2fs",
+                self.describe(),
+                self._missed,
+                self.call_bound,
+            )
 
     def _body(self, spec: dict[str, Any], annotation: str) -> dict[str, Any]:
         assert self._last_seen is not None
@@ -390,6 +419,7 @@ class MultiClusterLeaseLock:
                     generation,
                     self.call_bound,
                 )
+                self._gave_up = {*sorted(self._gave_up)[-7:], generation}
                 return False
             try:
                 obj = self._call(
@@ -407,6 +437,7 @@ class MultiClusterLeaseLock:
                 self._pause(until)
                 continue
             self.last_status = view
+            self._note_late_confirmation(view)
             verdict = _judge(view, generation, self.identity)
             if verdict is not None:
                 return self._accept(started, generation, view, obj) if verdict else False
@@ -423,6 +454,7 @@ class MultiClusterLeaseLock:
             return False
         self._last_seen = obj
         self.last_confirmation = Confirmation(generation, view.fencing_token, started)
+        self._missed, self._gave_up = 0, set()
         timing = self.timing
         with self._guard:
             self._term_end = (

@@ -81,6 +81,8 @@ class LeaseView:
     """The status as written, for comparing with what the controller would write."""
     candidate_note: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
     """The parsed :data:`ANNOTATION_CANDIDATE`, ``{}`` when absent or malformed."""
+    uid: str = ""
+    """Tells a recreated object of the same name from the one before."""
 
     @property
     def key(self) -> str:
@@ -105,6 +107,15 @@ class LeaseView:
         if note.get("identity") != identity or isinstance(bound, bool):
             return None
         return float(bound) if isinstance(bound, int | float) and 0 < bound < 3600 else None
+
+    def missed_by(self, identity: str) -> int:
+        """How many signals in a row ``identity``'s lock saw confirmed only after it had stopped
+        waiting (0 when it did not say)."""
+        note = self.candidate_note
+        missed = note.get("missed")
+        if note.get("identity") != identity or isinstance(missed, bool):
+            return 0
+        return missed if isinstance(missed, int) and missed > 0 else 0
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> LeaseView:
@@ -133,6 +144,7 @@ class LeaseView:
                 conditions=tuple(status.get("conditions") or ()),
                 status=status,
                 candidate_note=_candidate_note(metadata),
+                uid=str(metadata.get("uid") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidLeaseError(f"malformed {KIND} object: {exc}") from exc
@@ -154,7 +166,7 @@ def _candidate_note(metadata: dict[str, Any]) -> dict[str, Any]:
         return {}
     try:
         note = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[...]]]]" nested 2000 deep
         return {}
     return note if isinstance(note, dict) else {}
 

@@ -155,11 +155,26 @@ class TestRelease:
         """Issue 8 items 4 and 14: client-go's ReleaseOnCancel releases before its work stops,
         and writes leaseDurationSeconds 1 with it: the hold of the last signal counts."""
         released = track_candidate(signalled(), "", 7, 102.0)
-        early = decide(released, 101.0 + WINDOWS.hold - 0.01, held_for="pod-a")
-        late = decide(released, 101.0 + WINDOWS.hold, held_for="pod-a")
+        early = decide(released, 102.0 + WINDOWS.hold - 0.01, held_for="pod-a")
+        late = decide(released, 102.0 + WINDOWS.hold, held_for="pod-a")
         assert early.action is Action.OBSERVE
-        assert early.recheck_at == pytest.approx(101.0 + WINDOWS.hold)
+        assert early.recheck_at == pytest.approx(102.0 + WINDOWS.hold)
         assert late.action is Action.RELEASE
+
+    def test_a_new_local_holder_does_not_release_the_previous_ones_lease_at_once(self) -> None:
+        """Found in review: when B replaced A in the spec, A's last signal was taken to be the
+        controller's first sight of the object, long past, and A's lease was released at once
+        although A was confirmed a moment before and may still act."""
+        switched = track_candidate(signalled("pod-a", at=101.0), "pod-b", 7, 101.5)
+        assert switched.last_seen_of("pod-a") == 101.5
+        decision = decide(switched, 101.6, held_for="pod-a")
+        assert decision.action is Action.CONTEND  # pod-b contends; its elector waits for expiry
+        assert decide(switched, 101.5 + WINDOWS.hold, held_for="pod-a").action is Action.RELEASE
+
+    def test_an_older_generation_is_not_a_signal(self) -> None:
+        """Found in review: a watched copy trailing a newer one re-anchored the signal."""
+        newer = signalled(at=101.0)
+        assert track_candidate(newer, "pod-a", 5, 103.0) == newer
 
     def test_a_stale_candidate_releases_only_after_its_hold(self) -> None:
         candidate = signalled()
@@ -255,3 +270,38 @@ class TestStatus:
         assert [c["lastTransitionTime"] for c in later["conditions"]] == [
             c["lastTransitionTime"] for c in first["conditions"]
         ]
+
+
+class TestTooSlowToConfirm:
+    """Found in review: a watch lag of 0.6 s with C = 0.5 s renewed every signal "in time" by the
+    controller's clock while the lock refused every confirmation: nobody led, and no other
+    cluster could. The lock now reports such misses; after two in a row the controller lets the
+    lease run out before it renews again."""
+
+    def test_a_candidate_that_keeps_missing_its_confirmations_is_not_renewed(self) -> None:
+        decision = decide(signalled(), 101.0, held_for="pod-a", missed=2, renewed_ago=1.0)
+        assert decision.action is Action.OBSERVE
+        assert decision.late
+
+    def test_once_the_lease_ran_out_it_is_tried_again(self) -> None:
+        again = decide(signalled(), 101.0, held_for="pod-a", missed=2, renewed_ago=WINDOWS.hold)
+        assert again.action is Action.CONTEND
+
+    def test_one_miss_or_a_lease_held_elsewhere_changes_nothing(self) -> None:
+        assert decide(signalled(), 101.0, held_for="pod-a", missed=1, renewed_ago=1.0).action is (
+            Action.CONTEND
+        )
+        assert decide(signalled(), 101.0, missed=5, renewed_ago=1.0).action is Action.CONTEND
+
+
+def test_an_unconfirmed_signal_of_the_holder_keeps_its_name_with_the_generation_below() -> None:
+    """Found in review: a withdrawn confirmation (or one late reconcile) was written
+    cluster/identity, which the holder's own elector read as another leader: it stepped down
+    at once and nobody led for a lease duration."""
+    outcome = Outcome(6, "east", record("east", "pod-a"), False, spec_holder="pod-a")
+    status = build_status(outcome, [], WALL)
+    assert status["globalHolderIdentity"] == "pod-a"
+    assert status["observedGeneration"] == 5
+    acquired = next(c for c in status["conditions"] if c["type"] == "LockAcquiredInBackend")
+    assert acquired["reason"] == "NotConfirmed"
+    assert acquired["observedGeneration"] == 6

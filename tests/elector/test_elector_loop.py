@@ -121,3 +121,51 @@ def test_stop_releases_only_when_asked(tmp_path: Path, release_on_stop: bool) ->
     assert wait_until(elector.is_leader)
     elector.stop(timeout=5)
     assert storage.read("lease").data.is_released is release_on_stop
+
+
+def test_a_stop_from_another_thread_releases_only_after_the_work_stopped() -> None:
+    """Found in review: stop() ends the term on the caller's thread while the loop's thread, woken
+    by the same stop, released at once: the record said "free" while on_stopped_leading was
+    still stopping the work, and another elector could start."""
+    from mclease_core.backends import MemoryStorage
+
+    store = MemoryStorage("stop-race-" + str(time.monotonic_ns()))
+    started = threading.Event()
+    released_while_stopping: list[bool] = []
+
+    def on_stopped(term: object, why: str) -> None:
+        time.sleep(0.5)  # the work takes a while to stop
+        released_while_stopping.append(store.read("job").data.is_released)
+
+    elector = LeaderElector(
+        store,
+        "job",
+        "a",
+        timing=TIMING,
+        callbacks=ElectorCallbacks(lambda term: started.set(), on_stopped),
+    ).start()
+    assert started.wait(5)
+    elector.stop(timeout=5)
+    assert released_while_stopping == [False]
+    assert store.read("job").data.is_released, "released once the work had stopped"
+
+
+def test_stop_from_the_stopped_callback_does_not_deadlock() -> None:
+    from mclease_core.backends import MemoryStorage
+
+    store = MemoryStorage("stop-in-callback-" + str(time.monotonic_ns()))
+    started = threading.Event()
+    holder: list[LeaderElector] = []
+    elector = LeaderElector(
+        store,
+        "job",
+        "a",
+        timing=TIMING,
+        callbacks=ElectorCallbacks(lambda term: started.set(), lambda term, why: holder[0].stop()),
+    )
+    holder.append(elector)
+    elector.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    elector.stop(timeout=5)
+    assert time.monotonic() - began < 2

@@ -481,3 +481,23 @@ def test_the_elector_warns_at_start_on_a_store_that_can_lose_writes(
     with caplog.at_level("WARNING", logger="mclease.elector"):
         LeaderElector(Forgetful("forgetful-" + uuid.uuid4().hex[:8]), "lease", "a")
     assert any("can lose acknowledged writes" in message for message in caplog.messages)
+
+
+def test_a_term_past_its_deadline_is_never_revived_by_a_late_renewal(
+    make_elector: MakeElector, clock: FakeClock
+) -> None:
+    """Found in review: a controller replica paused past its renew deadline resumed, and its
+    loop renewed from the cached version before the watchdog ran: the same term went on, so the
+    replica neither exited nor noticed it had not been leading."""
+    stopped: list[str] = []
+    elector = make_elector(
+        "a", callbacks=ElectorCallbacks(on_stopped_leading=lambda term, why: stopped.append(why))
+    )
+    elector.step()
+    first = elector.term
+    assert first is not None
+    clock.advance(TIMING.renew_deadline + 0.1)  # no watchdog ran: the process was paused
+    elector.step()
+    assert stopped, "the expired term was not ended"
+    assert elector.term is not None
+    assert elector.term.fencing_token > first.fencing_token, "a new term, not the old one revived"

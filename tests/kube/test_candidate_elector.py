@@ -14,7 +14,14 @@ from kubernetes import client as k8s
 from mclease_core import ElectorCallbacks, LeadershipTerm
 from mclease_core.backends import MemoryStorage
 from mclease_core.controller import Controller, ControllerConfig
-from mclease_core.kube import CandidateElector, Confirmation, MultiClusterLeaseLock
+from mclease_core.kube import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    CandidateElector,
+    Confirmation,
+    MultiClusterLeaseLock,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -126,3 +133,33 @@ class TestFencingTokenOfATerm:
         assert elector.term is None
         assert recorder.stopped
         assert "went down" in recorder.stopped[0]
+
+
+def test_a_stop_from_another_thread_writes_the_release_only_after_the_work_stopped(
+    mcl_cluster: Any, namespace: str, controller: Controller
+) -> None:
+    """Found in review: stop() ran on_stopped_leading on the caller's thread while the loop's
+    thread wrote the release that says "the work has stopped", and the controller freed the
+    global lease at once."""
+    api = k8s.CustomObjectsApi(mcl_cluster.api_client())
+    seen_released: list[bool] = []
+    started = threading.Event()
+
+    def spec_released() -> bool:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "job")
+        return (obj.get("spec") or {}).get("holderIdentity") == ""
+
+    def on_stopped(term: LeadershipTerm, why: str) -> None:
+        time.sleep(1.0)  # the work takes a second to stop
+        seen_released.append(spec_released())
+
+    lock = MultiClusterLeaseLock(
+        "job", namespace, "pod-a", api_client=mcl_cluster.api_client(), **TIMING
+    )
+    elector = CandidateElector(
+        lock, callbacks=ElectorCallbacks(lambda term: started.set(), on_stopped)
+    ).start()
+    assert started.wait(20)
+    elector.stop(timeout=10)
+    assert seen_released == [False], "the release was written before the work stopped"
+    assert spec_released()

@@ -7,6 +7,7 @@ call bound. The real controller is exercised in tests/e2e.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -419,19 +420,23 @@ class JumpClock:
 class HandController:
     """Plays the controller: confirms each new generation naming ``identity`` while enabled."""
 
-    def __init__(self, cluster: Any, namespace: str, identity: str = "pod-a"):
+    def __init__(
+        self, cluster: Any, namespace: str, identity: str = "pod-a", *, delay: float = 0.0
+    ):
         self.cluster = cluster
         self.namespace = namespace
         self.identity = identity
+        self.delay = delay
         self.enabled = threading.Event()
         self.enabled.set()
+        self._started_at = generation(cluster, namespace)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         api = k8s.CustomObjectsApi(self.cluster.api_client())
-        confirmed = 0
+        confirmed = self._started_at  # only signals written after it started
         while not self._stop.is_set():
             try:
                 obj = api.get_namespaced_custom_object(
@@ -443,6 +448,7 @@ class HandController:
             current = int(obj["metadata"]["generation"])
             holder = (obj.get("spec") or {}).get("holderIdentity")
             if self.enabled.is_set() and current > confirmed and holder == self.identity:
+                time.sleep(self.delay)
                 set_status(
                     self.cluster,
                     self.namespace,
@@ -533,5 +539,25 @@ def test_an_elector_renewing_slower_than_the_locks_retry_period_is_reported(
         with caplog.at_level("ERROR", logger="mclease.lock"):
             lease.get("job", namespace)
         assert any("retry_period is 1s" in message for message in caplog.messages)
+    finally:
+        controller.stop()
+
+
+def test_confirmations_seen_only_after_the_call_gave_up_are_reported_to_the_controller(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Found in review: a path signal -> confirmation slower than C (a lagging watch) renewed
+    every signal and confirmed nobody. The lock tells the controller on its next signals."""
+    controller = HandController(mcl_cluster, namespace, delay=lease.call_bound + 0.2)
+    try:
+        for _ in range(5):
+            assert lease.get("job", namespace)[0]
+            assert lease.update("job", namespace, None) is False
+            time.sleep(0.5)
+        obj = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "job"
+        )
+        note = json.loads(obj["metadata"]["annotations"]["mclease.io/candidate"])
+        assert note["missed"] >= 2
     finally:
         controller.stop()
