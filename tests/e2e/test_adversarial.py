@@ -132,13 +132,11 @@ def test_go_candidates_first_election_release_and_crash(bed: Bed) -> None:
     assert any(f[0] == "released" and f[2] == "1" for f in leader.event_lines())
     _, took_over = wait_for_leader([other], timeout=harness.LEASE_DURATION + 10, after=released_at)
     assert (leader.last_beat() or 0) < took_over
-    hold = harness.LEASE_DURATION
-    bed.measure(
-        "go: ReleaseOnCancel -> next leader",
-        took_over - released_at,
-        hold + 2 * harness.RETRY_PERIOD,
-    )
-    assert took_over - released_at <= hold + 2 * harness.RETRY_PERIOD + SLACK
+    # The release frees the lease a hold after it was seen (client-go's work may still run
+    # until then); a Go follower retries every P to 2.2 P (client-go's jitter), then signals.
+    handoff_bound = harness.LEASE_DURATION + 3 * harness.RETRY_PERIOD
+    bed.measure("go: ReleaseOnCancel -> next leader", took_over - released_at, handoff_bound)
+    assert took_over - released_at <= handoff_bound + SLACK
 
     lead_for(other, took_over, 2.0)
     killed_at = other.kill()
