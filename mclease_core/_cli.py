@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__
 from ._crd import crd_manifest
-from ._decisions import LeaseTiming
+from ._decisions import LeaseTiming, safety_margin
 from ._elector import LeaderElector
 from ._errors import ConfigurationError, MCLeaseError
 from ._limits import excerpt
@@ -207,7 +207,7 @@ def _elect(args: argparse.Namespace) -> int:
     kill_grace = args.kill_grace
     if kill_grace is None:  # a third of the room, leaving the margin ElectedCommand requires
         spare = timing.lease_duration - timing.renew_deadline
-        kill_grace = max(0.0, min(spare / 3, spare - max(0.5, 0.1 * timing.lease_duration)))
+        kill_grace = max(0.0, min(spare / 3, spare - safety_margin(timing.lease_duration)))
     registry = load_backends()
     storage = registry.open(args.storage)
     elector = LeaderElector(storage, args.name, args.identity, cluster=args.cluster, timing=timing)

@@ -29,6 +29,12 @@ Holder = tuple[str, str]
 """A cluster-qualified identity: ``(cluster, identity)``."""
 
 
+def safety_margin(lease_duration: float) -> float:
+    """Slack every bound keeps below a lease duration, for clock-rate differences, scheduling and
+    stopping the work: 10% of it, at least 0.5 s."""
+    return max(0.5, 0.1 * lease_duration)
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseTiming:
     """The three durations of an election, in seconds.

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from ._decisions import safety_margin
 from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from ._errors import ConfigurationError
 from ._process import preexec_dying_with_parent
@@ -60,7 +61,7 @@ class ElectedCommand:
 
     def __init__(self, elector: LeaderElector, command: Sequence[str], *, kill_grace: float):
         timing = elector.timing
-        margin = max(0.5, 0.1 * timing.lease_duration)
+        margin = safety_margin(timing.lease_duration)
         if kill_grace < 0 or timing.renew_deadline + kill_grace + margin > timing.lease_duration:
             raise ValueError(
                 f"kill grace {kill_grace:g}s is too long: renew_deadline "

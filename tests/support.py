@@ -7,7 +7,9 @@ backend (the in-memory reference or SQLite).
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Callable
+from typing import Any
 
 from mclease_core import (
     Capabilities,
@@ -20,6 +22,23 @@ from mclease_core import (
 )
 
 Fault = str | float | Callable[[], object]
+
+
+def raw_record(**fields: Any) -> bytes:
+    """A stored lease record in the codec's format, written by hand with ``fields`` changed and
+    nothing checked: for forging corrupt, hostile or odd records (``put_raw``, the decoder)."""
+    document = {
+        "format": 1,
+        "holderIdentity": "x",
+        "holderCluster": "west",
+        "leaseDurationSeconds": 6,
+        "acquireTime": "2026-11-26T12:00:00+00:00",
+        "renewTime": "2026-11-26T12:00:00+00:00",
+        "leaseTransitions": 0,
+        "fencingToken": None,
+        **fields,
+    }
+    return json.dumps(document, allow_nan=True).encode()
 
 
 class FaultyStorage(Storage):

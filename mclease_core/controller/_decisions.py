@@ -33,6 +33,7 @@ import dataclasses
 import enum
 from typing import Any
 
+from .._decisions import safety_margin
 from .._limits import MAX_DURATION, identity_problem, printable
 from .._storage import LeaseObject
 from ..kube._resource import (
@@ -65,11 +66,6 @@ class Windows:
     """A status confirming the signal may be visible until then, never later."""
     renew: float
     """Renewing for the signal is of use until then (the candidate still waits)."""
-
-
-def safety_margin(lease_duration: float) -> float:
-    """Slack for clock-rate differences, scheduling and stopping the work: 10% of D, >= 0.5 s."""
-    return max(0.5, 0.1 * lease_duration)
 
 
 def windows(

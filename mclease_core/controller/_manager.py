@@ -63,6 +63,13 @@ EVENT_TIMEOUT = 2.0
 """An Event is best effort: a worker waits at most this long for one."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Copy:
+    obj: dict[str, Any]
+    delivered: float
+    """When the watch delivered this copy's generation (monotonic)."""
+
+
 @dataclasses.dataclass
 class ControllerConfig:
     cluster: str
@@ -110,10 +117,8 @@ class Controller:
         self._listed: set[str | None] = set()
         self._created: set[str] = set()
         """Keys the watch reported as created after the controller started (a signal)."""
-        self._delivered: dict[str, float] = {}
-        """When the watch delivered each key's latest generation (monotonic)."""
         self._generations: dict[str, tuple[int, bool]] = {}
-        self._objects: dict[str, dict[str, Any]] = {}
+        self._objects: dict[str, _Copy] = {}
         """The latest copy of each lease the watch delivered: reconciles read no object."""
         self._replica: LeaderElector | None = None
         self._health_server: http.server.ThreadingHTTPServer | None = None
@@ -285,17 +290,17 @@ class Controller:
             self._generations.pop(key, None)
             self._objects.pop(key, None)
             self._created.discard(key)
-            self._delivered.pop(key, None)
             self.reconciler.forget(key)
             return
         if kind == "ADDED" and key not in self._generations:
             self._created.add(key)
-        self._objects[key] = obj
         seen = (int(metadata.get("generation") or 0), bool(metadata.get("deletionTimestamp")))
+        previous = self._objects.get(key)
+        same_generation = self._generations.get(key, (None,))[0] == seen[0]
+        delivered = previous.delivered if previous and same_generation else time.monotonic()
+        self._objects[key] = _Copy(obj, delivered)  # one assignment: never a mismatched pair
         if self._generations.get(key) == seen and kind != "SYNC":
             return
-        if self._generations.get(key, (None,))[0] != seen[0]:
-            self._delivered[key] = time.monotonic()
         self._generations[key] = seen
         self.queue.add(key)
 
@@ -322,13 +327,13 @@ class Controller:
         created = key in self._created
         self._created.discard(key)
         try:
-            obj = self._objects.get(key)
+            copy = self._objects.get(key)
             result = self.reconciler.reconcile(
                 namespace,
                 name,
-                obj,
+                copy.obj if copy else None,
                 created=created,
-                seen_at=self._delivered.get(key) if obj is not None else None,
+                seen_at=copy.delivered if copy else None,
             )
             failures.pop(key, None)
             if result.requeue_after is not None:

@@ -196,7 +196,7 @@ class Reconciler:
         log.debug("%s: %s (%s)", view.key, decision.action.value, decision.reason)
         confirmed = ""
         if elector is not None and not error:
-            confirmed, error = self._act(view, state, elector, decision, lease_windows)
+            confirmed, error = self._act(view, state, elector, decision)
         if view.deleting:
             return self._finish_deletion(view, state, elector, decision, error)
         if decision.action is not Action.WAIT or _needs_withdrawal(view):
@@ -292,9 +292,9 @@ class Reconciler:
         state: _LeaseState,
         elector: LeaderElector,
         decision: Plan,
-        lease_windows: Windows | None,
     ) -> tuple[str, str]:
-        """Carry out ``decision``; return (the identity the status may confirm, error)."""
+        """Carry out ``decision``; return (the identity renewed for this generation, which the
+        status confirms if its window is still open when it is written; error)."""
         action = decision.action
         if action is Action.CONTEND:
             self._check_active()
@@ -303,28 +303,15 @@ class Reconciler:
             if outcome.wrote:
                 state.renewed_generation = view.generation
                 state.renewed_at = self.clock.monotonic()
-                return self._confirmable(view, state, lease_windows), ""
+                return view.holder_identity, ""
             return "", str(outcome.error) if outcome.error else ""
         if action is Action.PUBLISH:
-            return (self._confirmable(view, state, lease_windows) if decision.confirm else ""), ""
+            return (view.holder_identity if decision.confirm else ""), ""
         if action is Action.RELEASE:
             return "", self._release(view, state, elector, decision)
         if action is Action.OBSERVE:
             return "", self._observe(elector)
         return "", ""
-
-    def _confirmable(
-        self, view: LeaseView, state: _LeaseState, lease_windows: Windows | None
-    ) -> str:
-        """The identity to confirm, if its window is still open now (rule 4)."""
-        if lease_windows is None or state.renewed_generation != view.generation:
-            return ""
-        if self._window_left(state, lease_windows) < CONFIRM_SLACK:
-            return ""
-        return view.holder_identity
-
-    def _window_left(self, state: _LeaseState, lease_windows: Windows) -> float:
-        return state.candidate.first_seen + lease_windows.confirm - self.clock.monotonic()
 
     def _release(
         self, view: LeaseView, state: _LeaseState, elector: LeaderElector, decision: Plan
@@ -381,6 +368,15 @@ class Reconciler:
     ) -> None:
         record = elector.observed_record if elector is not None else None
         expired = elector.holder_expired() if elector is not None else True
+        budget = self.request_timeout
+        if confirmed:  # rule 4: the window is absolute, whatever this reconcile spent so far
+            left = -1.0
+            if lease_windows is not None:
+                left = state.candidate.first_seen + lease_windows.confirm - self.clock.monotonic()
+            if left < CONFIRM_SLACK:
+                confirmed = ""
+            else:
+                budget = min(budget, left)
         outcome = Outcome(
             view.generation,
             self.cluster,
@@ -395,37 +391,17 @@ class Reconciler:
         )
         status = build_status(outcome, list(view.conditions), self.clock.now())
         if not (view.status_is_possible and _same_status(status, view.status)):
-            self._check_active()
-            budget = self.request_timeout
-            if outcome.confirms() and lease_windows is not None:
-                # the window is absolute: whatever this reconcile spent so far comes off it
-                budget = min(budget, self._window_left(state, lease_windows))
-                if budget < CONFIRM_SLACK:
-                    outcome = dataclasses.replace(outcome, confirmed="")
-                    status = build_status(outcome, list(view.conditions), self.clock.now())
-                    budget = self.request_timeout
             try:
                 self._patch_status(view, status, budget)
             except ApiException as exc:
-                if exc.status == 409:
-                    raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
                 if exc.status != 422:
                     raise
                 self._status_refused(view, state, status, exc)
         self._publish(view, state, status, record, decision, outcome.confirms())
 
     def _patch_status(self, view: LeaseView, status: dict[str, Any], budget: float) -> None:
-        body = {"metadata": {"resourceVersion": view.resource_version}, "status": status}
-        self._request(
-            self.api.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            view.namespace,
-            PLURAL,
-            view.name,
-            body,
-            budget=budget,
-            _content_type="application/merge-patch+json",
+        self._patch(
+            view, self.api.patch_namespaced_custom_object_status, {"status": status}, budget
         )
 
     def _status_refused(
@@ -519,27 +495,40 @@ class Reconciler:
 
     def _set_finalizers(self, view: LeaseView, finalizers: list[str]) -> LeaseView:
         """Write the finalizers; the view as it is afterwards (a new resourceVersion)."""
+        patch = self.api.patch_namespaced_custom_object
+        written = self._patch(view, patch, {"metadata": {"finalizers": finalizers}})
+        version = str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")
+        return dataclasses.replace(
+            view, resource_version=version or view.resource_version, finalizers=tuple(finalizers)
+        )
+
+    def _patch(
+        self,
+        view: LeaseView,
+        method: Callable[..., Any],
+        body: dict[str, Any],
+        budget: float | None = None,
+    ) -> Any:
+        """A merge patch of the object as of ``view`` (its resourceVersion is the precondition),
+        sent only while this replica may act: :class:`StaleCopy` when the object moved on."""
         self._check_active()
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": view.resource_version}}
+        metadata = {**body.get("metadata", {}), "resourceVersion": view.resource_version}
         try:
-            written = self._request(
-                self.api.patch_namespaced_custom_object,
+            return self._request(
+                method,
                 GROUP,
                 VERSION,
                 view.namespace,
                 PLURAL,
                 view.name,
-                body,
+                {**body, "metadata": metadata},
+                budget=budget,
                 _content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             if exc.status == 409:
                 raise StaleCopy(f"{view.key} changed while it was reconciled") from exc
             raise
-        version = str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")
-        return dataclasses.replace(
-            view, resource_version=version or view.resource_version, finalizers=tuple(finalizers)
-        )
 
     def _request(
         self, method: Callable[..., Any], *args: Any, budget: float | None = None, **kwargs: Any

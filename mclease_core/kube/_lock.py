@@ -48,6 +48,7 @@ from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
+from .._decisions import safety_margin as lease_margin
 from .._limits import identity_problem, printable
 from ._client import Deadline, describe_error, single_attempt_client
 from ._resource import (
@@ -70,7 +71,7 @@ POLL_INTERVAL = 0.02
 
 def safety_margin(timing: LeaseTiming) -> float:
     """Slack for clock-rate differences, scheduling and stopping the work: 10% of D, >= 0.5 s."""
-    return max(0.5, 0.1 * timing.lease_duration)
+    return lease_margin(timing.lease_duration)
 
 
 def confirmation_bound(timing: LeaseTiming) -> float:

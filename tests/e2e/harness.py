@@ -505,8 +505,9 @@ def go_candidate_binary() -> Path:
 def go_confirmation_bound() -> float:
     """The Go candidate's call bound: client-go acts until P + R after its last confirmed call
     returned, so ``C + P + R + margin <= D``."""
-    margin = max(0.5, LEASE_DURATION / 10)
-    return LEASE_DURATION - RENEW_DEADLINE - RETRY_PERIOD - margin
+    from mclease_core._decisions import safety_margin
+
+    return LEASE_DURATION - RENEW_DEADLINE - RETRY_PERIOD - safety_margin(LEASE_DURATION)
 
 
 def confirmation_bound() -> float:

@@ -4,30 +4,15 @@ cannot forge log lines, counters the status schema can hold, and log-safe text."
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import pytest
 
 from mclease_core import CorruptRecordError, LeaseData, LeaseTiming, decode_lease_data
 from mclease_core._limits import MAX_DURATION, identity_problem, printable
+from tests.support import raw_record
 
 WALL = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-
-
-def record(**fields: Any) -> bytes:
-    document = {
-        "format": 1,
-        "holderIdentity": "a",
-        "holderCluster": "east",
-        "leaseDurationSeconds": 15,
-        "acquireTime": "2026-01-01T00:00:00+00:00",
-        "renewTime": "2026-01-01T00:00:00+00:00",
-        "leaseTransitions": 0,
-        "fencingToken": None,
-        **fields,
-    }
-    return json.dumps(document).encode()
 
 
 @pytest.mark.parametrize(
@@ -48,14 +33,14 @@ def record(**fields: Any) -> bytes:
 )
 def test_the_decoder_refuses_values_no_status_can_hold(fields: dict[str, Any]) -> None:
     with pytest.raises(CorruptRecordError) as info:
-        decode_lease_data(record(**fields), key="k", backend="test")
+        decode_lease_data(raw_record(**fields), key="k", backend="test")
     assert len(str(info.value)) < 600, "a 1 MiB value must not become a 1 MiB message"
     assert "\n" not in str(info.value)
 
 
 def test_the_decoder_keeps_valid_extremes() -> None:
     data = decode_lease_data(
-        record(
+        raw_record(
             leaseDurationSeconds=MAX_DURATION, fencingToken=2**63 - 1, leaseTransitions=2**31 - 1
         )
     )

@@ -11,7 +11,6 @@ the hold of its timings, and must keep confirming the healthy lease.
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from typing import Any
 
@@ -27,7 +26,7 @@ from mclease_core.backends import MemoryStorage
 from mclease_core.controller import Action, Reconciler
 from mclease_core.controller._reconciler import StaleCopy
 from mclease_core.kube import GROUP, PLURAL, VERSION
-from tests.support import FaultyStorage
+from tests.support import FaultyStorage, raw_record
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -65,21 +64,6 @@ RECORD_VALUES = st.fixed_dictionaries(
         ),
     },
 )
-
-
-def record_bytes(values: dict[str, Any]) -> bytes:
-    document = {
-        "format": 1,
-        "holderIdentity": "intruder",
-        "holderCluster": "west",
-        "leaseDurationSeconds": 6,
-        "acquireTime": "2026-11-26T12:00:00+00:00",
-        "renewTime": "2026-11-26T12:00:00+00:00",
-        "leaseTransitions": 0,
-        "fencingToken": None,
-        **values,
-    }
-    return json.dumps(document, allow_nan=True).encode()
 
 
 class Bed:
@@ -169,7 +153,7 @@ def test_hostile_specs_and_records_never_crash_confirm_or_block(
 ) -> None:
     name = f"h-{uuid.uuid4().hex[:8]}"
     key = f"{bed.namespace}/{name}"
-    bed.store.inner.put_raw(key, record_bytes(values))  # type: ignore[attr-defined]
+    bed.store.inner.put_raw(key, raw_record(**values))  # type: ignore[attr-defined]
     try:
         created = bed.create(name, spec)
     except ApiException as exc:

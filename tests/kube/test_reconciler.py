@@ -25,7 +25,7 @@ from mclease_core.controller._decisions import windows
 from mclease_core.controller._reconciler import NotActive, StaleCopy
 from mclease_core.kube import FINALIZER, GROUP, PLURAL, VERSION
 from mclease_core.kube._resource import ANNOTATION_CANDIDATE
-from tests.support import FaultyStorage
+from tests.support import FaultyStorage, raw_record
 
 pytestmark = pytest.mark.kube
 
@@ -407,19 +407,7 @@ def test_a_store_outage_sets_the_condition_and_confirms_nobody(harness: Harness)
         # Issue 8 item 19: values the status schema cannot hold are corrupt records, not an
         # endless loop of refused status writes.
         *(
-            json.dumps(
-                {
-                    "format": 1,
-                    "holderIdentity": "x",
-                    "holderCluster": "west",
-                    "leaseDurationSeconds": 6,
-                    "acquireTime": "2026-11-26T12:00:00+00:00",
-                    "renewTime": "2026-11-26T12:00:00+00:00",
-                    "leaseTransitions": 0,
-                    "fencingToken": None,
-                    **bad,
-                }
-            ).encode()
+            raw_record(**bad)
             for bad in (
                 {"fencingToken": -5},
                 {"fencingToken": 2**70},
@@ -508,18 +496,7 @@ def test_a_record_of_another_holder_expires_by_observation_whatever_its_renew_ti
     moment = f"{year:04d}-12-31T23:00:00-05:00" if year == 9999 else "0001-01-01T01:00:00+05:00"
     harness.store.inner.put_raw(  # type: ignore[attr-defined]
         harness.key,
-        json.dumps(
-            {
-                "format": 1,
-                "holderIdentity": "x",
-                "holderCluster": "west",
-                "leaseDurationSeconds": D,
-                "acquireTime": moment,
-                "renewTime": moment,
-                "leaseTransitions": 0,
-                "fencingToken": None,
-            }
-        ).encode(),
+        raw_record(acquireTime=moment, renewTime=moment),
     )
     assert harness.reconcile() is Action.WAIT
     harness.signal()
