@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
 LINTED := mclease_core tests bench demo $(PLUGINS)
 
-.PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers go-candidate test-e2e-kind
+.PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers go-candidate test-e2e-kind helm
 
 ## dev: create .venv with the core and every plugin installed editable, plus the test tools
 dev: $(VENV)/.installed
@@ -34,7 +34,7 @@ lint: dev
 	$(VENV)/bin/mypy --strict mclease_core $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
 
 ## test: lint, then every test (installs or builds the test servers first)
-test: dev lint test-servers kube-assets go-candidate
+test: dev lint test-servers kube-assets go-candidate helm
 	$(PY) -m pytest
 
 ## kube-assets: kube-apiserver, etcd and kubectl for tests/kube (KUBEBUILDER_ASSETS if set,
@@ -47,6 +47,11 @@ kube-assets:
 go-candidate:
 	hack/go-candidate.sh >/dev/null
 
+## helm: the helm binary of the chart tests (tests/manifests/test_helm.py), built from the Go
+## module proxy into ~/.cache/mclease/helm/<version> (~6 min cold, instant warm)
+helm:
+	hack/helm.sh >/dev/null
+
 ## test-servers: redis-server, etcd (apt) and fake-gcs-server (Go module proxy, ~4 min cold)
 test-servers:
 	hack/test-servers.sh
@@ -54,6 +59,12 @@ test-servers:
 ## test-e2e-kind: the e2e tests on a kind cluster (needs Docker and kind; not available on CI here)
 test-e2e-kind:
 	hack/e2e-kind.sh
+
+## test-min-deps: the core and plugins installed from wheels with every dependency at the lowest
+## version the pyproject files allow, then the fast tests and the kubernetes-client tests (~3.5 min)
+.PHONY: test-min-deps
+test-min-deps: test-servers kube-assets
+	PYTHON=$(PYTHON) hack/min-deps.sh
 
 ## test-fast: the tests that need no real processes beyond Python
 test-fast: dev

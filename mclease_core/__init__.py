@@ -5,6 +5,8 @@ scheme, the built-in ``memory://`` and ``sqlite://`` backends, the conformance s
 backends run (:mod:`mclease_core.conformance`), and the global :class:`LeaderElector`.
 """
 
+from importlib import metadata as _metadata
+
 from ._clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from ._codec import decode_lease_data, encode_lease_data
 from ._decisions import Action, Decision, LeaseTiming, Observation, decide, observe
@@ -34,15 +36,32 @@ from ._plugins import (
     url_scheme,
 )
 from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage, validate_key
-from ._urls import seconds_option, url_options
+from ._urls import (
+    CREDENTIAL_OPTIONS,
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    Credentials,
+    credentials,
+    redact,
+    reject_stray_at,
+    seconds_option,
+    url_options,
+)
 
-__version__ = "0.1.0"
+# pyproject.toml is the one source of the version; a source tree that is not installed has none.
+try:
+    __version__ = _metadata.version("mclease-core")
+except _metadata.PackageNotFoundError:
+    __version__ = "0+unknown"
 
 __all__ = [
+    "CREDENTIAL_OPTIONS",
     "ENTRY_POINT_GROUP",
     "MAX_KEY_BYTES",
+    "PASSWORD_ENV",
     "PROJECT_NAME",
     "SYSTEM_CLOCK",
+    "USERNAME_ENV",
     "Action",
     "Backend",
     "BackendInfo",
@@ -52,6 +71,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecordError",
     "CountingStorage",
+    "Credentials",
     "Decision",
     "ElectorCallbacks",
     "FakeClock",
@@ -75,6 +95,7 @@ __all__ = [
     "SystemClock",
     "UnknownBackendError",
     "__version__",
+    "credentials",
     "decide",
     "decode_lease_data",
     "default_registry",
@@ -84,6 +105,8 @@ __all__ = [
     "load_backends",
     "observe",
     "open_storage",
+    "redact",
+    "reject_stray_at",
     "seconds_option",
     "url_options",
     "url_scheme",

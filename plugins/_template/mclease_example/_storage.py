@@ -28,6 +28,7 @@ from mclease_core import (
     LeaseData,
     LeaseObject,
     Storage,
+    redact,
     validate_key,
 )
 
@@ -46,7 +47,9 @@ class ExampleStorage(Storage):
     def from_url(cls, url: str) -> ExampleStorage:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "example" or not parts.hostname:
-            raise ConfigurationError(f"invalid example URL {url!r}: expected example://host/prefix")
+            raise ConfigurationError(
+                f"invalid example URL {redact(url)!r}: expected example://host/prefix"
+            )
         prefix = parts.path.strip("/") or DEFAULT_PREFIX
         return cls(parts.hostname, parts.port or 1234, prefix=prefix)
 
