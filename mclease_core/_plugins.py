@@ -21,6 +21,7 @@ import pluggy
 from ._errors import ConfigurationError, UnknownBackendError
 from ._hooks import ENTRY_POINT_GROUP, PROJECT_NAME, Backend, HookSpecs
 from ._storage import Storage
+from ._urls import redact
 from .backends import _builtin
 
 CORE_DISTRIBUTION = "mclease-core"
@@ -110,7 +111,7 @@ def url_scheme(url: str) -> str:
     scheme = urllib.parse.urlsplit(url).scheme
     if not scheme:
         raise ConfigurationError(
-            f"{url!r} is not a storage URL; expected SCHEME://..., "
+            f"{redact(url)!r} is not a storage URL; expected SCHEME://..., "
             "for example sqlite:///var/lib/mclease/leases.db or redis://localhost:6379/0"
         )
     return scheme

@@ -1,16 +1,51 @@
-"""Helpers for backends that parse storage URLs: query options and durations.
+"""Helpers for backends that parse storage URLs: query options, durations, credentials, redaction.
 
 Every backend's ``from_url`` rejects options it does not know and durations that are not positive
 numbers with the same kind of :class:`ConfigurationError`, naming the URL and what is supported.
+
+**Credentials.** A backend with a password takes it from exactly one of three places, so that it
+need not sit in a ConfigMap or on a command line: the URL's user info (``redis://:pw@host``), the
+option ``password_file=/path`` (a mounted Secret; the file's content without its trailing newline)
+or the environment variable ``MCLEASE_STORAGE_PASSWORD`` (a ``secretKeyRef`` env entry). A user
+name likewise comes from the URL, ``username_file=`` or ``MCLEASE_STORAGE_USERNAME``. Two sources
+at once is a :class:`ConfigurationError` naming both, never a silent choice. :func:`credentials`
+reads the files when the store is opened (a missing file fails right away) and
+:meth:`Credentials.current` reads them again, for backends that re-authenticate (a rotated Secret
+then takes effect without a restart).
+
+**Redaction.** Every message, log line or repr that names a storage URL shows
+:func:`redact` of it: the password in the user info and the values of options whose name ends in
+``password``, ``token`` or ``secret`` become ``***``. A URL too malformed to parse safely (a
+password with an unencoded ``/``, ``?`` or ``#`` splits differently than the user meant) loses
+everything between the ``//`` and its last ``@`` instead: over-redacting is the safe mistake.
+:func:`reject_stray_at` refuses such URLs before a backend quotes any piece of them (a port or
+host that is really half a password), with the encoding hint. Texts we did not write (a client
+library's exception) go through :meth:`Credentials.scrub`. Error messages never quote a
+credential file's content, only its path.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from ._errors import ConfigurationError
 from ._limits import MAX_DURATION, MIN_DURATION, check_duration, excerpt
+
+PASSWORD_ENV = "MCLEASE_STORAGE_PASSWORD"  # noqa: S105 - a variable name, not a password
+USERNAME_ENV = "MCLEASE_STORAGE_USERNAME"
+CREDENTIAL_OPTIONS = frozenset({"password_file", "username_file"})
+"""The URL options :func:`credentials` reads; a backend adds them to the options it accepts."""
+
+REDACTED = "***"
+_SECRET_OPTION = re.compile(r"(?i)(password|token|secret)$")
+_SECRET_OPTION_TEXT = re.compile(r"(?i)([?&;][^=&;#?]*(?:password|token|secret)=)[^&;#]*")
+_AUTHORITY_START = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?/*")
+_MAX_CREDENTIAL_FILE = 64 * 1024
 
 
 def url_options(url: str, allowed: Iterable[str], *, backend: str) -> dict[str, str]:
@@ -20,7 +55,7 @@ def url_options(url: str, allowed: Iterable[str], *, backend: str) -> dict[str, 
     unknown = sorted(set(options) - set(supported))
     if unknown:
         raise ConfigurationError(
-            f"unknown {backend} URL option(s) {unknown} in {url!r}; "
+            f"unknown {backend} URL option(s) {unknown} in {redact(url)!r}; "
             f"supported: {', '.join(supported) or '(none)'}"
         )
     return options
@@ -40,3 +75,231 @@ def seconds_option(
             f"{backend} URL option {name} must be a number of seconds between {MIN_DURATION:g} "
             f"and {MAX_DURATION:g}, got {excerpt(repr(text))}"
         ) from exc
+
+
+# ----- redaction ---------------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (and any ``...password=``, ``...token=``, ``...secret=`` option
+    value, and a "port" that is not a number) replaced by ``***``; user, host, path and the other
+    options kept verbatim.
+
+    >>> redact("redis://alice:s3cret@redis.example:6379/0?prefix=a")
+    'redis://alice:***@redis.example:6379/0?prefix=a'
+    """
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:  # an unbalanced "[" in the host, say
+        parts = None
+    netloc_at = text.find("//") + 2
+    # urlsplit drops tabs and newlines: then its netloc is not in the text, redact the text as is
+    if (
+        parts is None
+        or "@" in parts.path + parts.query + parts.fragment
+        or text[netloc_at : netloc_at + len(parts.netloc)] != parts.netloc
+    ):
+        return _SECRET_OPTION_TEXT.sub(rf"\1{REDACTED}", _redact_up_to_last_at(text))
+    netloc = _redact_netloc(parts.netloc)
+    text = f"{text[:netloc_at]}{netloc}{text[netloc_at + len(parts.netloc):]}"
+    if parts.query:
+        head, _, tail = text.partition("?")
+        query, hash_mark, fragment = tail.partition("#")
+        text = f"{head}?{_redact_query(query)}{hash_mark}{fragment}"
+    return text
+
+
+def reject_stray_at(url: str, *, backend: str) -> None:
+    """:class:`ConfigurationError` for an ``@`` after the host: almost always a password with an
+    unencoded ``/``, ``?`` or ``#``, which would otherwise be split into host, path and query
+    and quoted in other errors."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return  # the backend's own parsing reports it
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ConfigurationError(
+            f"invalid {backend} URL {redact(url)!r}: an '@' after the host; percent-encode "
+            "'/', '?', '#' and '@' in a user name, password or option value (%2F, %3F, %23, "
+            f"%40), or give the password with password_file=PATH or ${PASSWORD_ENV}"
+        )
+
+
+def _redact_netloc(netloc: str) -> str:
+    """The password of the user info, and any "port" that is not a number (``redis://:pw``
+    with the ``@host`` forgotten), replaced."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if colon and password:
+        userinfo = f"{user}:{REDACTED}"
+    items = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if colon and port and not port.isdigit() and not item.endswith("]"):
+            item = f"{host}:{REDACTED}"
+        items.append(item)
+    return f"{userinfo}{at}{','.join(items)}"
+
+
+def _redact_query(query: str) -> str:
+    """The query with the values of secret-looking options replaced, the rest kept verbatim."""
+    pieces = []
+    for piece in query.split("&"):
+        name, equals, _ = piece.partition("=")
+        if equals and _SECRET_OPTION.search(urllib.parse.unquote_plus(name)):
+            piece = f"{name}={REDACTED}"
+        pieces.append(piece)
+    return "&".join(pieces)
+
+
+def _redact_up_to_last_at(text: str) -> str:
+    """For text that does not parse as the URL it was meant to be: everything between the
+    authority's start and the last ``@`` may be a password."""
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    start = _AUTHORITY_START.match(text)
+    begin = start.end() if start else 0
+    return text[:begin] + REDACTED + text[at:] if begin <= at else REDACTED + text[at:]
+
+
+# ----- credentials -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """One credential: its name in messages, its file option, its environment variable."""
+
+    what: str
+    option: str
+    env: str
+
+
+_USERNAME = _Field("user name", "username_file", USERNAME_ENV)
+_PASSWORD = _Field("password", "password_file", PASSWORD_ENV)
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """A user name and password for a store, and the files they came from (if any).
+
+    ``password_file`` and ``username_file`` are kept so that :meth:`current` can read them again
+    when the backend re-authenticates. The password never appears in the repr.
+    """
+
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    username_file: str | None = None
+    password_file: str | None = None
+    backend: str = "storage"
+    password_from: str = ""
+    """Where the password came from, for messages: ``the URL's user info``,
+    ``password_file=/path`` or ``$MCLEASE_STORAGE_PASSWORD`` (empty when there is none)."""
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a client library's error message, say) with the password, also
+        percent-encoded, replaced by ``***``: for messages we did not write ourselves."""
+        if not self.password:
+            return text
+        for form in {self.password, urllib.parse.quote(self.password, safe="")}:
+            text = text.replace(form, REDACTED)
+        return text
+
+    def current(self) -> Credentials:
+        """These credentials with their files read again (a rotated Secret's new content)."""
+        username, password = self.username, self.password
+        if self.username_file is not None:
+            username = _read_secret_file(self.username_file, _USERNAME, self.backend)
+        if self.password_file is not None:
+            password = _read_secret_file(self.password_file, _PASSWORD, self.backend)
+        return dataclasses.replace(self, username=username, password=password)
+
+
+def credentials(
+    parts: urllib.parse.SplitResult,
+    options: Mapping[str, str],
+    *,
+    backend: str,
+    environ: Mapping[str, str] | None = None,
+) -> Credentials:
+    """The user name and password of a store URL, each from at most one of: the URL's user
+    info, the ``*_file`` option, the ``MCLEASE_STORAGE_*`` environment variable (empty counts
+    as unset).
+
+    ``parts`` is the URL split by :func:`urllib.parse.urlsplit`, ``options`` its query options
+    and ``environ`` defaults to :data:`os.environ`. Raises :class:`ConfigurationError` when one
+    is given twice or a file cannot be read.
+    """
+    reject_stray_at(parts.geturl(), backend=backend)
+    env = os.environ if environ is None else environ
+    url_user, _, url_password = parts.netloc.rpartition("@")[0].partition(":")
+    username, username_file, _ = _one_source(
+        _USERNAME, urllib.parse.unquote(url_user) or None, options, env, backend
+    )
+    password, password_file, password_from = _one_source(  # "redis://:@host" has none
+        _PASSWORD, urllib.parse.unquote(url_password) or None, options, env, backend
+    )
+    return Credentials(
+        username, password, username_file, password_file, backend, password_from
+    )
+
+
+def _one_source(
+    field: _Field,
+    in_url: str | None,
+    options: Mapping[str, str],
+    env: Mapping[str, str],
+    backend: str,
+) -> tuple[str | None, str | None, str]:
+    """(value, the file it came from, where it came from) of the one source of ``field``."""
+    file, in_env = options.get(field.option), env.get(field.env) or None
+    given = [
+        (f"the {field.option}= option", file is not None),
+        ("the URL's user info", in_url is not None),
+        (f"${field.env}", in_env is not None),
+    ]
+    sources = [source for source, present in given if present]
+    if len(sources) > 1:
+        raise ConfigurationError(
+            f"the {backend} {field.what} is given twice, in {' and in '.join(sources)}; give it "
+            f"in one place only: {field.option}=PATH for a mounted Secret, ${field.env} for an "
+            "environment variable, or the URL"
+        )
+    if file is not None:
+        return _read_secret_file(file, field, backend), file, f"{field.option}={file}"
+    if in_url is not None:
+        return in_url, None, "the URL's user info"
+    return in_env, None, f"${field.env}" if in_env is not None else ""
+
+
+def _read_secret_file(path: str, field: _Field, backend: str) -> str:
+    """A credential file's content without its trailing newline. Errors name the path, never
+    the content."""
+    if not path:
+        raise ConfigurationError(f"the {backend} URL option {field.option}= needs a path")
+    try:
+        with Path(path).open("rb") as file:
+            raw = file.read(_MAX_CREDENTIAL_FILE + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigurationError(
+            f"cannot read the {backend} {field.what} file {path!r} ({field.option}=): {reason}; "
+            "mount the Secret there or fix the path"
+        ) from exc
+    if len(raw) > _MAX_CREDENTIAL_FILE:
+        raise ConfigurationError(
+            f"the {backend} {field.what} file {path!r} is larger than {_MAX_CREDENTIAL_FILE} "
+            f"bytes; {field.option}= must name a file that holds only the {field.what}"
+        )
+    try:
+        value = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:  # its .object is the file's content: do not chain it
+        raise ConfigurationError(
+            f"the {backend} {field.what} file {path!r} ({field.option}=) is not UTF-8 text"
+        ) from None
+    if not value:
+        raise ConfigurationError(
+            f"the {backend} {field.what} file {path!r} ({field.option}=) is empty"
+        )
+    return value

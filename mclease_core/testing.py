@@ -248,7 +248,7 @@ class ServerProcess:
 
     def _failure(self, what: str) -> str:
         return (
-            f"{self.name} {what}\ncommand: {' '.join(self.command)}\n"
+            f"{self.name} {what}\ncommand: {' '.join(_shown_command(self.command))}\n"
             f"last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
@@ -334,6 +334,17 @@ def server_or_fail(
 
             pytest.fail(str(exc), pytrace=False)
         yield server
+
+
+_SECRET_FLAGS = frozenset({"--requirepass", "--masterauth", "--password", "--root-password"})
+
+
+def _shown_command(command: Sequence[str]) -> list[str]:
+    """``command`` for an error message: the value after a password flag is ``***``."""
+    return [
+        "***" if index and command[index - 1] in _SECRET_FLAGS else part
+        for index, part in enumerate(command)
+    ]
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from typing import Any
 
 from mclease_core import (
     Capabilities,
+    ConfigurationError,
     FakeClock,
     LeaseData,
     LeaseObject,
@@ -22,6 +23,16 @@ from mclease_core import (
 )
 
 Fault = str | float | Callable[[], object]
+
+CANARY_PASSWORDS = (
+    "mclease-canary-Qz7vX4",
+    "mclease-canary-wrong-K9pL2",
+    "mclease-canary-p@ss:w/rd?#%3",
+)
+"""The only passwords tests use (for servers, URLs, files, environment variables). The secret
+guard (``tests/_secret_guard.py``) fails any test whose output or failure text contains one,
+also percent-encoded. The first is the right password of the password-protected test servers,
+the second a wrong one, the third needs percent-encoding in a URL."""
 
 
 def raw_record(**fields: Any) -> bytes:
@@ -57,6 +68,8 @@ class FaultyStorage(Storage):
             collections.deque
         )
         self.down = False
+        self.refusing = False
+        """Every call raises ConfigurationError, as a store that refuses rotated credentials."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -67,6 +80,8 @@ class FaultyStorage(Storage):
     ) -> LeaseObject | None:
         if self.down:
             raise StorageUnavailableError("store is down (injected)", key=key, backend="faulty")
+        if self.refusing:
+            raise ConfigurationError("the store refused the credentials (injected)")
         fault = self.fail_next[op].popleft() if self.fail_next[op] else None
         if callable(fault):
             fault()

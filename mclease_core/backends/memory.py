@@ -19,6 +19,7 @@ from .._errors import (
     LeaseNotFoundError,
 )
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from .._urls import redact
 
 
 class _MemoryStore:
@@ -51,7 +52,7 @@ class MemoryStorage(Storage):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "memory" or parts.query or parts.fragment:
             raise ConfigurationError(
-                f"invalid memory URL {url!r}: expected memory://[name][/prefix]"
+                f"invalid memory URL {redact(url)!r}: expected memory://[name][/prefix]"
             )
         return cls(name=parts.netloc, prefix=parts.path.strip("/"))
 

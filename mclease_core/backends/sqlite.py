@@ -35,7 +35,7 @@ from .._errors import (
 )
 from .._limits import check_duration
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
-from .._urls import seconds_option, url_options
+from .._urls import redact, seconds_option, url_options
 
 DEFAULT_TIMEOUT = 5.0
 _T = TypeVar("_T")
@@ -72,7 +72,7 @@ class SQLiteStorage(Storage):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "sqlite" or parts.netloc or not parts.path or parts.fragment:
             raise ConfigurationError(
-                f"invalid sqlite URL {url!r}: expected sqlite:///absolute/path.db or "
+                f"invalid sqlite URL {redact(url)!r}: expected sqlite:///absolute/path.db or "
                 "sqlite:relative/path.db, with optional ?prefix=NAME&timeout=SECONDS"
             )
         options = url_options(url, {"prefix", "timeout"}, backend="sqlite")

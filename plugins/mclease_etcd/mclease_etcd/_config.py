@@ -1,5 +1,10 @@
 """Parsing ``etcd://`` and ``etcds://`` URLs into an :class:`EtcdConfig`, with clear errors.
 
+The user and password come from the core's :func:`mclease_core._urls.credentials`: each from
+exactly one of the URL's user info, ``username_file=``/``password_file=`` (a mounted Secret) or
+``$MCLEASE_STORAGE_USERNAME``/``$MCLEASE_STORAGE_PASSWORD``; etcd needs both or neither. Every
+message names the URL through :func:`redact`.
+
 Not here: connecting (``_storage`` connects lazily, on the first operation).
 """
 
@@ -11,16 +16,29 @@ from pathlib import Path
 
 import grpc
 
-from mclease_core import ConfigurationError, seconds_option, url_options
+from mclease_core import (
+    CREDENTIAL_OPTIONS,
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    ConfigurationError,
+    Credentials,
+    credentials,
+    redact,
+    reject_stray_at,
+    seconds_option,
+    url_options,
+)
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "mclease"
 DEFAULT_TIMEOUT = 5.0
 _TLS_FILES = ("ca_cert", "cert_cert", "cert_key")
-_OPTIONS = {"timeout", *_TLS_FILES}
+_OPTIONS = {"timeout", *_TLS_FILES, *CREDENTIAL_OPTIONS}
 _USAGE = (
-    "expected etcd://[user:password@]host[:port][,host2[:port]...][/prefix][?timeout=SECONDS] "
-    "or etcds://... with optional ca_cert=PATH, cert_cert=PATH&cert_key=PATH"
+    "expected etcd://[user@]host[:port][,host2[:port]...][/prefix][?timeout=SECONDS"
+    "&password_file=PATH&username_file=PATH] (or $MCLEASE_STORAGE_USERNAME and "
+    "$MCLEASE_STORAGE_PASSWORD, or etcd://user:password@...) or etcds://... with optional "
+    "ca_cert=PATH, cert_cert=PATH&cert_key=PATH"
 )
 
 
@@ -33,6 +51,8 @@ class EtcdConfig:
     timeout: float = DEFAULT_TIMEOUT
     user: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
+    credentials: Credentials | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Where ``user`` and ``password`` came from: read again (files) at each authentication."""
     tls: bool = False
     ca_cert: str | None = None
     cert_cert: str | None = None
@@ -48,24 +68,26 @@ class EtcdConfig:
 
     @classmethod
     def from_url(cls, url: str) -> EtcdConfig:
+        reject_stray_at(url, backend="etcd")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("etcd", "etcds") or not parts.netloc or parts.fragment:
-            raise ConfigurationError(f"invalid etcd URL {url!r}: {_USAGE}")
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        user, password = _credentials(url, userinfo)
+            raise ConfigurationError(f"invalid etcd URL {redact(url)!r}: {_USAGE}")
+        hosts = parts.netloc.rpartition("@")[2]
         options = url_options(url, _OPTIONS, backend="etcd")
+        found = _both_or_neither(credentials(parts, options, backend="etcd"))
         tls = parts.scheme == "etcds"
         if not tls and any(name in options for name in _TLS_FILES):
-            raise ConfigurationError(f"TLS options need the etcds:// scheme in {url!r}")
+            raise ConfigurationError(f"TLS options need the etcds:// scheme in {redact(url)!r}")
         if ("cert_cert" in options) != ("cert_key" in options):
-            raise ConfigurationError(f"cert_cert and cert_key go together in {url!r}")
+            raise ConfigurationError(f"cert_cert and cert_key go together in {redact(url)!r}")
         path = urllib.parse.unquote(parts.path).strip("/")
         return cls(
             endpoints=tuple(_endpoint(url, item) for item in hosts.split(",")),
             prefix=path or DEFAULT_PREFIX,
             timeout=seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="etcd"),
-            user=user,
-            password=password,
+            user=found.username,
+            password=found.password,
+            credentials=found if found.password is not None else None,
             tls=tls,
             **{name: options[name] for name in _TLS_FILES if name in options},
         )
@@ -80,13 +102,16 @@ class EtcdConfig:
         )
 
 
-def _credentials(url: str, userinfo: str) -> tuple[str | None, str | None]:
-    if not userinfo:
-        return None, None
-    user, colon, password = userinfo.partition(":")
-    if not user or not colon:
-        raise ConfigurationError(f"etcd credentials must be user:password in {url!r}")
-    return urllib.parse.unquote(user), urllib.parse.unquote(password)
+def _both_or_neither(found: Credentials) -> Credentials:
+    if (found.username is None) == (found.password is None):
+        return found
+    missing, how = (
+        ("password", f"password_file=PATH, ${PASSWORD_ENV} or etcd://user:password@host")
+        if found.password is None
+        else ("user name", f"username_file=PATH, ${USERNAME_ENV} or etcd://user@host")
+    )
+    raise ConfigurationError(f"etcd authentication needs a user name and a password; give the "
+                             f"{missing} with {how}")
 
 
 def _endpoint(url: str, item: str) -> tuple[str, int]:
@@ -99,13 +124,17 @@ def _endpoint(url: str, item: str) -> tuple[str, int]:
         host, _, text = item.partition(":")
         port = _port(url, text)
     if not host:
-        raise ConfigurationError(f"invalid etcd URL {url!r}: empty host in {item!r}; {_USAGE}")
+        raise ConfigurationError(
+            f"invalid etcd URL {redact(url)!r}: a host is empty; {_USAGE}"
+        )
     return host, port
 
 
 def _port(url: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigurationError(f"invalid port {text!r} in etcd URL {url!r}")
+        raise ConfigurationError(
+            f"invalid port in etcd URL {redact(url)!r}: a port is a number from 1 to 65535"
+        )
     return int(text)
 
 

@@ -14,12 +14,18 @@ def mclease_backends() -> list[Backend]:
             scheme="etcd",
             open=EtcdStorage.from_url,
             description="etcd v3: one key per lease, compare-and-swap on mod_revision",
-            url_example="etcd://user:password@etcd-0:2379,etcd-1:2379/mclease?timeout=5",
+            url_example=(
+                "etcd://mclease@etcd-0:2379,etcd-1:2379/mclease?timeout=5"
+                "&password_file=/etc/mclease/password"
+            ),
         ),
         Backend(
             scheme="etcds",
             open=EtcdStorage.from_url,
             description="etcd v3 over TLS",
-            url_example="etcds://etcd-0:2379/mclease?ca_cert=/etc/etcd/ca.pem",
+            url_example=(
+                "etcds://mclease@etcd-0:2379/mclease?ca_cert=/etc/etcd/ca.pem"
+                "&password_file=/etc/mclease/password"
+            ),
         ),
     ]

@@ -1,4 +1,4 @@
-"""``etcd://[user:password@]host:2379[,host2:2379]/prefix[?timeout=S]`` (``etcds://`` for TLS).
+"""``etcd://[user@]host:2379[,host2:2379]/prefix[?timeout=S&password_file=F]`` (``etcds://``: TLS).
 
 A lease is one etcd key, ``<prefix>/<lease key>``, whose value is the encoded record. Its version
 is the key's ``mod_revision``: etcd's revision counter is cluster-wide and never goes back, so
@@ -12,6 +12,13 @@ README for why). Every RPC carries a deadline of ``timeout`` seconds. The client
 re-authenticates when etcd expires its token, and reconnects within a second after an outage.
 A write whose RPC failed after it may have reached etcd raises :class:`OutcomeUnknownError`; a
 failure to connect raises :class:`StorageUnavailableError`.
+
+Credentials: each new client (the first call, and every re-authentication after etcd expired or
+revoked the token; changing a user's password revokes its tokens) reads a ``password_file`` again,
+so a rotated Secret is picked up without a restart. Over plain ``etcd://`` the token travels as
+call metadata only (gRPC refuses call credentials on an insecure channel, so pyetcd's own way
+fails every call there). A refused user or password is a :class:`ConfigurationError`: retrying
+cannot help. Texts from gRPC are scrubbed of the password before they reach a message.
 
 Not here: leases with etcd TTLs or watches. Expiry is decided by the elector's own clock, never by
 the store, so a plain key is all the backend needs.
@@ -29,6 +36,7 @@ import pyetcd  # type: ignore[import-untyped]
 
 from mclease_core import (
     Capabilities,
+    ConfigurationError,
     LeaseAlreadyExistsError,
     LeaseConflictError,
     LeaseData,
@@ -54,6 +62,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 _NOT_SENT_MARKERS = ("failed to connect", "connection refused", "dns resolution failed")
+_CREDENTIALS_REFUSED = ("authentication failed", "user name is empty")
 
 
 class EtcdStorage(Storage):
@@ -64,6 +73,7 @@ class EtcdStorage(Storage):
         self._credentials = config.channel_credentials()  # reads the TLS files: fail early
         self._lock = threading.Lock()
         self._client: Any = None
+        self._latest = config.credentials  # as last read, for scrubbing messages
 
     @classmethod
     def from_url(cls, url: str) -> EtcdStorage:
@@ -189,6 +199,10 @@ class EtcdStorage(Storage):
 
     def _new_client(self) -> Any:
         config, credentials = self.config, self._credentials
+        user, password = config.user, config.password
+        if config.credentials is not None:
+            current = self._latest = config.credentials.current()  # a rotated file's content
+            user, password = current.username, current.password
         endpoints = [
             pyetcd.Endpoint(
                 host, port, secure=credentials is not None, creds=credentials,
@@ -199,10 +213,13 @@ class EtcdStorage(Storage):
             )
             for host, port in config.endpoints
         ]
-        return pyetcd.MultiEndpointEtcd3Client(
-            endpoints=endpoints, timeout=config.timeout, user=config.user,
-            password=config.password, failover=len(endpoints) > 1,
+        client = pyetcd.MultiEndpointEtcd3Client(
+            endpoints=endpoints, timeout=config.timeout, user=user,
+            password=password, failover=len(endpoints) > 1,
         )
+        if credentials is None:  # the token goes as plain metadata (as etcdctl sends it)
+            client.call_credentials = None
+        return client
 
     @contextmanager
     def _errors(self, key: str, write: bool) -> Iterator[None]:
@@ -219,7 +236,30 @@ class EtcdStorage(Storage):
             ) from exc
         except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError) as exc:
             code, details = _grpc_status(exc)
+            details = self._scrub(details)
+            if code == grpc.StatusCode.INVALID_ARGUMENT and any(
+                marker in details for marker in _CREDENTIALS_REFUSED
+            ):
+                raise self._credentials_refused(details) from exc
             raise _mapped(code, details, write, f"etcd at {where}", key, backend) from exc
+
+    def _scrub(self, text: str) -> str:
+        for found in (self.config.credentials, self._latest):
+            text = found.scrub(text) if found is not None else text
+        return text
+
+    def _credentials_refused(self, details: str) -> ConfigurationError:
+        found = self.config.credentials
+        if found is None:
+            return ConfigurationError(
+                f"etcd at {self.config.where} requires authentication ({details}); give the user "
+                "with username_file=PATH, $MCLEASE_STORAGE_USERNAME or etcd://user@host and the "
+                "password with password_file=PATH or $MCLEASE_STORAGE_PASSWORD"
+            )
+        return ConfigurationError(
+            f"etcd at {self.config.where} refused the credentials ({details}); check the user "
+            f"name {found.username!r} and the password in {found.password_from}"
+        )
 
 
 def _grpc_status(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:

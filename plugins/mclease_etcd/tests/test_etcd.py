@@ -1,10 +1,11 @@
-"""etcd-specific behaviour: URLs, revisions as versions, TLS and authentication, outages, the
-elector."""
+"""etcd-specific behaviour: URLs, revisions as versions, TLS and authentication (passwords from
+the URL, a file or the environment), outages, the elector."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -33,6 +34,9 @@ from mclease_core.testing import (
     check_outage_and_recovery,
 )
 from mclease_etcd import EtcdConfig, EtcdStorage
+from tests.support import CANARY_PASSWORDS
+
+PW, WRONG, AWKWARD = CANARY_PASSWORDS
 
 StartEtcd = Callable[..., AbstractContextManager[ServerProcess]]
 
@@ -56,14 +60,14 @@ def test_both_schemes_are_registered_through_the_entry_point() -> None:
 
 def test_a_full_url_is_parsed() -> None:
     config = EtcdConfig.from_url(
-        "etcds://al%40ice:p%3Ass@etcd-0:2379,etcd-1,[::1]:2380/team/a?timeout=1.5"
-        "&cert_cert=/c.pem&cert_key=/k.pem"
+        f"etcds://al%40ice:{urllib.parse.quote(AWKWARD, safe='')}@etcd-0:2379,etcd-1,[::1]:2380"
+        "/team/a?timeout=1.5&cert_cert=/c.pem&cert_key=/k.pem"
     )
     assert config.endpoints == (("etcd-0", 2379), ("etcd-1", 2379), ("::1", 2380))
-    assert (config.user, config.password) == ("al@ice", "p:ss")
+    assert (config.user, config.password) == ("al@ice", AWKWARD)
     assert (config.prefix, config.timeout, config.tls) == ("team/a", 1.5, True)
     assert (config.cert_cert, config.cert_key, config.ca_cert) == ("/c.pem", "/k.pem", None)
-    assert "p:ss" not in repr(config)
+    assert AWKWARD not in repr(config)
 
 
 def test_defaults() -> None:
@@ -81,13 +85,25 @@ def test_defaults() -> None:
         ("etcd://host/x?timeout=-1", "between 0.05 and 3600"),
         ("etcd://host/x?ca_cert=/ca.pem", "etcds://"),
         ("etcds://host/x?cert_cert=/c.pem", "go together"),
-        ("etcd://alice@host/x", "user:password"),
+        ("etcd://alice@host/x", "needs a user name and a password; give the password"),
+        (f"etcd://:{PW}@host/x", "give the user name"),
         ("etcds://host/x?ca_cert=/no/such/ca.pem", "cannot read"),
+        (f"etcd://root:{PW}@host:http/x", "invalid port"),
+        (f"etcd://root:{PW}@/x", "a host is empty"),
+        (f"etcd://:{PW}/x", "invalid port"),
+        (f"etcd://root:{PW}@host/x?colour=blue", "unknown etcd URL option"),
+        (f"etcd://root:{PW}@host/x?ca_cert=/ca.pem", "etcds://"),
+        (f"etcds://root:{PW}@host/x?cert_cert=/c.pem", "go together"),
+        (f"etcd://root:{AWKWARD}@host/x", "percent-encode"),
+        ("etcd://root@host/x?password_file=/no/such/password", "cannot read the etcd password"),
     ],
 )
 def test_bad_urls_are_rejected_clearly(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         EtcdStorage.from_url(url)
+    assert PW not in str(info.value)
+    for piece in AWKWARD.split("@")[1].split("/"):
+        assert piece not in str(info.value)
 
 
 # ----- revisions ---------------------------------------------------------------------------------
@@ -151,8 +167,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def secure_etcd(
     start_etcd: StartEtcd, certificates: Path
 ) -> Iterator[tuple[ServerProcess, str, Path]]:
-    """etcd with TLS, client certificates, and authentication (root:secret), whose tokens
-    expire after one idle second."""
+    """etcd with TLS, client certificates, and authentication (root and the first canary
+    password), whose tokens expire after one idle second."""
     pki = certificates
     tls = f"ca_cert={pki}/ca.pem&cert_cert={pki}/client.pem&cert_key={pki}/client.key"
     with start_etcd(
@@ -178,7 +194,7 @@ def _serves(url: str) -> bool:
 def _enable_authentication(pki: Path, server: ServerProcess) -> None:
     raw = pyetcd.client(server.host, server.port, timeout=5, ca_cert=str(pki / "ca.pem"),
                         cert_cert=str(pki / "client.pem"), cert_key=str(pki / "client.key"))
-    raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password="secret"), 5)
+    raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PW), 5)
     raw.authstub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), 5)
     raw.authstub.AuthEnable(etcdrpc.AuthEnableRequest(), 5)
     raw.close()
@@ -187,10 +203,10 @@ def _enable_authentication(pki: Path, server: ServerProcess) -> None:
 def test_tls_with_user_and_password(secure_etcd: tuple[ServerProcess, str, Path]) -> None:
     server, tls, pki = secure_etcd
     plain_client = pyetcd.client(server.host, server.port, timeout=5, user="root",
-                                 password="secret", ca_cert=str(pki / "ca.pem"),
+                                 password=PW, ca_cert=str(pki / "ca.pem"),
                                  cert_cert=str(pki / "client.pem"),
                                  cert_key=str(pki / "client.key"))
-    with EtcdStorage.from_url(f"etcds://root:secret@{server.address}/tls?{tls}") as store:
+    with EtcdStorage.from_url(f"etcds://root:{PW}@{server.address}/tls?{tls}") as store:
         created = store.create("lease", sample_lease_data())
         assert store.read("lease") == created
         time.sleep(2.5)  # let etcd expire the idle tokens; the next call must re-authenticate
@@ -203,10 +219,117 @@ def test_tls_with_user_and_password(secure_etcd: tuple[ServerProcess, str, Path]
 
 def test_a_wrong_password_is_a_clear_error(secure_etcd: tuple[ServerProcess, str, Path]) -> None:
     server, tls, _ = secure_etcd
-    with EtcdStorage.from_url(f"etcds://root:wrong@{server.address}/tls?{tls}") as store, \
-            pytest.raises(StorageError, match="authentication failed") as info:
+    with EtcdStorage.from_url(f"etcds://root:{WRONG}@{server.address}/tls?{tls}") as store, \
+            pytest.raises(ConfigurationError, match=r"refused the credentials .*authentication "
+                          r"failed.*; check the user name 'root' and the password in the URL"):
         store.read("lease")
-    assert not info.value.retryable
+
+
+def test_tls_with_the_password_from_a_file(
+    secure_etcd: tuple[ServerProcess, str, Path], tmp_path: Path
+) -> None:
+    server, tls, _ = secure_etcd
+    path = _password_file(tmp_path, PW)
+    _check_round_trip(f"etcds://root@{server.address}/tls-file?{tls}&password_file={path}")
+
+
+@pytest.fixture(scope="module")
+def auth_etcd(start_etcd: StartEtcd) -> Iterator[ServerProcess]:
+    """Plain-text etcd with authentication: root has the first canary password."""
+    with start_etcd() as server:
+        raw = _raw_client(server)
+        raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PW), 5)
+        raw.authstub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), 5)
+        raw.authstub.AuthEnable(etcdrpc.AuthEnableRequest(), 5)
+        raw.close()
+        yield server
+
+
+def _password_file(directory: Path, password: str, name: str = "password") -> Path:
+    path = directory / name
+    path.write_text(password + "\n")
+    return path
+
+
+def _check_round_trip(url: str) -> None:
+    with EtcdStorage.from_url(url) as store:
+        created = store.create("lease", sample_lease_data())
+        assert store.read("lease") == created
+        store.delete("lease", version=created.version)
+
+
+def test_plain_text_authentication_with_the_password_in_the_url(auth_etcd: ServerProcess) -> None:
+    """gRPC refuses call credentials on an insecure channel; the token goes as metadata."""
+    _check_round_trip(f"etcd://root:{PW}@{auth_etcd.address}/url")
+
+
+def test_the_user_and_password_from_files(auth_etcd: ServerProcess, tmp_path: Path) -> None:
+    password, user = _password_file(tmp_path, PW), _password_file(tmp_path, "root", "user")
+    _check_round_trip(
+        f"etcd://{auth_etcd.address}/files?password_file={password}&username_file={user}"
+    )
+
+
+def test_the_user_and_password_from_the_environment(
+    auth_etcd: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCLEASE_STORAGE_USERNAME", "root")
+    monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", PW)
+    _check_round_trip(f"etcd://{auth_etcd.address}/env")
+
+
+@pytest.mark.parametrize("source", ["url", "file", "env"])
+def test_a_wrong_password_is_a_configuration_error_without_it(
+    auth_etcd: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    url = f"etcd://root@{auth_etcd.address}/wrong"
+    if source == "url":
+        url = f"etcd://root:{WRONG}@{auth_etcd.address}/wrong"
+    elif source == "file":
+        url += f"?password_file={_password_file(tmp_path, WRONG)}"
+    else:
+        monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", WRONG)
+    with EtcdStorage.from_url(url) as store, pytest.raises(ConfigurationError) as info:
+        store.read("lease")
+    text = str(info.value)
+    assert "refused the credentials (etcdserver: authentication failed" in text
+    assert {"url": "the URL's user info", "file": "password_file=", "env": "$MCLEASE_STORAGE_"
+            "PASSWORD"}[source] in text
+    assert "\n" not in text
+    for error in (info.value, info.value.__cause__):
+        assert WRONG not in str(error)
+        assert WRONG not in repr(error)
+
+
+def test_no_credentials_for_a_server_with_authentication(auth_etcd: ServerProcess) -> None:
+    with EtcdStorage.from_url(f"etcd://{auth_etcd.address}/none") as store, \
+            pytest.raises(ConfigurationError, match=r"requires authentication .*user name is "
+                          r"empty.*username_file=PATH"):
+        store.read("lease")
+
+
+def test_a_changed_password_is_read_from_the_file_again(
+    auth_etcd: ServerProcess, tmp_path: Path
+) -> None:
+    """Changing a user's password revokes its tokens; the store re-authenticates with the file's
+    new content (a rotated Secret), without being reopened."""
+    admin = pyetcd.client(auth_etcd.host, auth_etcd.port, timeout=5, user="root", password=PW)
+    admin.call_credentials = None  # plain text: the token as metadata
+    auth, token = admin.authstub, admin.metadata
+    auth.UserAdd(etcdrpc.AuthUserAddRequest(name="carol", password=PW), 5, metadata=token)
+    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="carol", role="root"), 5,
+                       metadata=token)
+    path = _password_file(tmp_path, PW)
+    with EtcdStorage.from_url(f"etcd://carol@{auth_etcd.address}/rotate?password_file={path}") \
+            as store:
+        created = store.create("lease", sample_lease_data())
+        _password_file(tmp_path, WRONG)
+        auth.UserChangePassword(
+            etcdrpc.AuthUserChangePasswordRequest(name="carol", password=WRONG), 5,
+            metadata=token,
+        )
+        assert store.read("lease") == created
+    admin.close()
 
 
 def test_plaintext_against_a_tls_server_is_unavailable(

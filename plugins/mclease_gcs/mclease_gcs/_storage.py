@@ -52,6 +52,7 @@ from mclease_core import (
     StorageUnavailableError,
     decode_lease_data,
     encode_lease_data,
+    redact,
     seconds_option,
     url_options,
     validate_key,
@@ -111,7 +112,7 @@ class GCSStorage(Storage):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "gs" or not parts.netloc or parts.fragment:
             raise ConfigurationError(
-                f"invalid GCS URL {url!r}: expected gs://bucket[/prefix][?timeout=SECONDS"
+                f"invalid GCS URL {redact(url)!r}: expected gs://bucket[/prefix][?timeout=SECONDS"
                 "&deadline=SECONDS&project=ID&endpoint=URL&anonymous=true]"
             )
         options = url_options(url, _OPTIONS, backend="gs")

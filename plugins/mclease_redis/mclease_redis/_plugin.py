@@ -18,8 +18,9 @@ def mclease_backends() -> list[Backend]:
         )
         for scheme, description, example in (
             ("redis", "Redis with Lua compare-and-swap (a failover can lose writes)",
-             "redis://:password@redis.example:6379/0?prefix=mclease"),
+             "redis://redis.example:6379/0?prefix=mclease&password_file=/etc/mclease/password"),
             ("rediss", "Redis over TLS with Lua compare-and-swap",
-             "rediss://:password@redis.example:6380/0?ssl_ca_certs=/etc/ssl/ca.pem"),
+             "rediss://redis.example:6380/0?ssl_ca_certs=/etc/ssl/ca.pem"
+             "&password_file=/etc/mclease/password"),
         )
     ]

@@ -1,10 +1,12 @@
-"""Redis-specific behaviour: URLs, key layout and hash slots, version counter, outages, the elector.
-"""
+"""Redis-specific behaviour: URLs, credentials, key layout and hash slots, version counter,
+outages, the elector."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,7 +18,6 @@ from mclease_core import (
     LeaseConflictError,
     LeaseTiming,
     OutcomeUnknownError,
-    StorageError,
     StorageUnavailableError,
     load_backends,
 )
@@ -30,6 +31,9 @@ from mclease_core.testing import (
     wait_until,
 )
 from mclease_redis import RedisStorage
+from tests.support import CANARY_PASSWORDS
+
+PW, WRONG, AWKWARD = CANARY_PASSWORDS
 
 StartRedis = Callable[..., AbstractContextManager[ServerProcess]]
 
@@ -62,25 +66,154 @@ def test_both_schemes_are_registered_through_the_entry_point() -> None:
         ("redis://host/0?timeout=0", "between 0.05 and 3600"),
         ("redis://host/0?timeout=1e308", "between 0.05 and 3600"),
         ("redis://host/0?ssl_ca_certs=/ca.pem", "rediss://"),
+        (f"redis://:{PW}@host/notadb", "database number"),
+        (f"redis://:{PW}@host/0?colour=blue", "unknown redis URL option"),
+        (f"redis://:{PW}@host/0?password={PW}", "unknown redis URL option"),
+        (f"redis://:{PW}@host/0?timeout=soon", "number of seconds"),
+        (f"redis://:{PW}@host/0?ssl_ca_certs=/ca.pem", "rediss://"),
+        (f"redis://:{PW}/0", "expected redis://"),
+        (f"redis://:{AWKWARD}@host/0", "percent-encode"),
+        ("redis://alice@host/0", "needs a password too"),
     ],
 )
 def test_bad_urls_are_rejected_clearly(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         RedisStorage.from_url(url)
+    assert PW not in str(info.value)
+    for piece in AWKWARD.split("@")[1].split("/"):
+        assert piece not in str(info.value)
 
 
 def test_url_options_reach_the_connection_pool() -> None:
     store = RedisStorage.from_url(
-        "rediss://alice:s%40cret@redis.example:6380/3?prefix=team-a&timeout=2.5"
-        "&ssl_ca_certs=/etc/ca.pem"
+        f"rediss://alice:{urllib.parse.quote(AWKWARD, safe='')}@redis.example:6380/3"
+        "?prefix=team-a&timeout=2.5&ssl_ca_certs=/etc/ca.pem"
     )
     options = store._pool.connection_kwargs
     assert (options["host"], options["port"], options["db"]) == ("redis.example", 6380, 3)
-    assert (options["username"], options["password"]) == ("alice", "s@cret")
+    # redis-py gets the credentials from our provider only, never in its own kwargs
+    assert (options.get("username"), options.get("password")) == (None, None)
+    assert options["credential_provider"].get_credentials() == ("alice", AWKWARD)
     assert options["socket_timeout"] == options["socket_connect_timeout"] == 2.5
     assert options["ssl_ca_certs"] == "/etc/ca.pem"
     assert store.prefix == "team-a"
     assert store.capabilities.may_lose_writes
+
+
+# ----- credentials -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def protected_redis(start_redis: StartRedis) -> Iterator[ServerProcess]:
+    """redis-server with ``requirepass`` and an ACL user ``alice`` whose password needs
+    percent-encoding in a URL."""
+    with start_redis("--requirepass", PW) as server:
+        _raw_client(server, password=PW).acl_setuser(
+            "alice", enabled=True, passwords=[f"+{AWKWARD}"], keys=["*"], commands=["+@all"]
+        )
+        yield server
+
+
+def _password_file(directory: Path, password: str) -> Path:
+    path = directory / "password"
+    path.write_text(password + "\n")  # as `kubectl create secret --from-file` often stores it
+    return path
+
+
+def _check_round_trip(url: str) -> None:
+    with RedisStorage.from_url(url) as store:
+        created = store.create("lease", sample_lease_data())
+        assert store.read("lease") == created
+        store.delete("lease", version=created.version)
+
+
+def test_the_password_from_a_file(protected_redis: ServerProcess, tmp_path: Path) -> None:
+    path = _password_file(tmp_path, PW)
+    _check_round_trip(f"redis://{protected_redis.address}/0?prefix=file&password_file={path}")
+
+
+def test_the_password_from_the_environment(
+    protected_redis: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", PW)
+    _check_round_trip(f"redis://{protected_redis.address}/0?prefix=env")
+
+
+def test_an_acl_user_from_files_and_from_the_url(
+    protected_redis: ServerProcess, tmp_path: Path
+) -> None:
+    password = _password_file(tmp_path, AWKWARD)
+    user = tmp_path / "username"
+    user.write_text("alice\n")
+    _check_round_trip(
+        f"redis://{protected_redis.address}/0?prefix=acl&password_file={password}"
+        f"&username_file={user}"
+    )
+    encoded = urllib.parse.quote(AWKWARD, safe="")
+    _check_round_trip(f"redis://alice:{encoded}@{protected_redis.address}/0?prefix=acl")
+
+
+@pytest.mark.parametrize("source", ["url", "file", "env"])
+def test_a_wrong_password_is_a_configuration_error_without_it(
+    protected_redis: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    url = f"redis://{protected_redis.address}/0"
+    if source == "url":
+        url = f"redis://:{WRONG}@{protected_redis.address}/0"
+    elif source == "file":
+        url += f"?password_file={_password_file(tmp_path, WRONG)}"
+    else:
+        monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", WRONG)
+    with RedisStorage.from_url(url) as store, pytest.raises(ConfigurationError) as info:
+        store.read("lease")
+    text = str(info.value)
+    assert "refused the credentials" in text
+    assert {"url": "the URL's user info", "file": "password_file=", "env": "$MCLEASE_STORAGE_"
+            "PASSWORD"}[source] in text
+    assert "\n" not in text
+    for error in (info.value, info.value.__cause__):
+        assert WRONG not in str(error)
+        assert WRONG not in repr(error)
+
+
+def test_no_password_for_a_protected_server_says_how_to_give_one(
+    protected_redis: ServerProcess,
+) -> None:
+    with RedisStorage.from_url(f"redis://{protected_redis.address}/0") as store, \
+            pytest.raises(ConfigurationError, match="requires a password; give it with "
+                          "password_file=PATH, \\$MCLEASE_STORAGE_PASSWORD or the URL"):
+        store.read("lease")
+
+
+def test_a_missing_password_file_fails_when_opened(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(ConfigurationError, match="cannot read the redis password file") as info:
+        RedisStorage.from_url(f"redis://127.0.0.1:1/0?password_file={missing}")
+    assert repr(str(missing)) in str(info.value)
+
+
+def test_a_new_connection_reads_the_rotated_password_file(
+    protected_redis: ServerProcess, tmp_path: Path
+) -> None:
+    """A rotated Secret: the connected pool keeps working, and a new connection (here forced by
+    CLIENT KILL) authenticates with the file's new content; a file gone meanwhile is a
+    ConfigurationError naming it, and the store recovers once it is back."""
+    raw = _raw_client(protected_redis, password=PW)
+    path = _password_file(tmp_path, WRONG)
+    url = f"redis://{protected_redis.address}/0?prefix=rotate&password_file={path}"
+    with RedisStorage.from_url(url) as store:
+        with pytest.raises(ConfigurationError, match="refused the credentials"):
+            store.read("lease")
+        _password_file(tmp_path, PW)
+        created = store.create("lease", sample_lease_data())
+        path.unlink()
+        assert store.read("lease") == created  # the pooled connection stays authenticated
+        raw.client_kill_filter(_type="normal", skipme=True)
+        with pytest.raises(ConfigurationError, match=f"cannot read the redis password file "
+                           f"'{path}'"):
+            store.read("lease")
+        _password_file(tmp_path, PW)
+        assert store.read("lease") == created
 
 
 # ----- layout ------------------------------------------------------------------------------------
@@ -106,16 +239,15 @@ def test_scripts_run_on_a_cluster_node_without_crossslot(start_redis: StartRedis
     """A one-node Redis Cluster still refuses scripts whose keys span slots (and a password is
     checked: a wrong one is a clear, non-retryable error)."""
     with start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-port", str(free_port()), "--requirepass", "pw") as server:
-        raw = _raw_client(server, password="pw")
+                     "--cluster-port", str(free_port()), "--requirepass", PW) as server:
+        raw = _raw_client(server, password=PW)
         raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_until(lambda: b"cluster_state:ok" in raw.execute_command("CLUSTER", "INFO"),
                    timeout=10, message="the one-node cluster to be ready")
-        with RedisStorage.from_url(f"redis://:wrong@{server.address}/0") as store, \
-                pytest.raises(StorageError, match="refused the credentials") as info:
+        with RedisStorage.from_url(f"redis://:{WRONG}@{server.address}/0") as store, \
+                pytest.raises(ConfigurationError, match="refused the credentials"):
             store.read("a")
-        assert not info.value.retryable
-        with RedisStorage.from_url(f"redis://:pw@{server.address}/0?prefix=c") as store:
+        with RedisStorage.from_url(f"redis://:{PW}@{server.address}/0?prefix=c") as store:
             for key in ("a", "b/c", "{x}y", "ünï"):
                 created = store.create(key, sample_lease_data())
                 updated = store.update(key, sample_lease_data("b"), version=created.version)
