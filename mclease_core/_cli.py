@@ -1,8 +1,32 @@
-"""The ``mclease`` command line: ``backends``, ``elect``, ``crd``.
+"""The ``mclease`` command line: ``backends``, ``crd``, ``elect``, ``controller``.
 
-Exit codes: 0 success (``elect``: the command's own code when it exits by itself); 1 unexpected
-error; 2 usage or configuration error (bad URL, unknown backend, invalid timings); 3 leadership
-lost while the command ran; 128 + N stopped by signal N.
+Conventions, so it reads like other Kubernetes controllers and Unix tools:
+
+* Controller flags are named as in controller-runtime's manager: ``--metrics-bind-address``,
+  ``--health-probe-bind-address``, ``--leader-elect``, ``--leader-elect-namespace``. The older
+  ``--metrics-address`` and ``--health-address`` still work (hidden aliases).
+* Every long flag can also be set by the environment variable ``MCLEASE_`` + the flag's name in
+  upper case with underscores (``--cluster-name`` is ``MCLEASE_CLUSTER_NAME``). A flag beats its
+  variable, which beats the default; ``--help`` shows each variable and each default. Switches take
+  ``true/false/1/0/yes/no/on/off`` (and have a ``--no-`` form to override a variable); the
+  repeatable ``--namespace`` takes a comma-separated list. A bad value names its variable.
+  The machinery and the value syntax (durations, addresses) are ``_options``'.
+* ``--log-level``, ``--log-format`` and ``-v`` go before or after the command (``_logging``).
+* Bad input is one line on stderr, ``mclease: error: ...``, and exit code 2; never a traceback.
+  A store that refuses the configuration (no credentials, say) is found by one read before
+  ``elect`` campaigns or the controller starts, so it is exit 2 too, not a failure later.
+
+``--leader-elect-namespace`` defaults to the pod's namespace: ``$POD_NAMESPACE``, else the
+service account's namespace file; outside a pod ``--leader-elect`` needs the flag (never a silent
+``default``).
+
+Exit codes: 0 success (``elect``: the command's own code when it exits by itself); 1 not elected
+(``elect --timeout`` or ``--try``) or an unexpected error; 2 usage or configuration error; 3
+leadership lost while the command ran; 126 the command is not executable; 127 the command was not
+found; 128 + N stopped by signal N.
+
+Not here: flags bound to environment variables and value parsers (``_options``), logging setup
+(``_logging``), running the command (``_runner``), the controller (``controller``).
 """
 
 from __future__ import annotations
@@ -14,32 +38,56 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, _options
 from ._crd import crd_manifest
 from ._decisions import LeaseTiming, safety_margin
 from ._elector import LeaderElector
-from ._errors import ConfigurationError, MCLeaseError
-from ._limits import excerpt
+from ._errors import ConfigurationError, MCLeaseError, StorageError
+from ._limits import MAX_DURATION, MIN_DURATION, excerpt
+from ._logging import LOG_LEVELS, configure_logging
+from ._options import (
+    Options,
+    Parser,
+    UsageError,
+    bind_address,
+    duration_between,
+    namespace_name,
+    one_of,
+    positive_int,
+    timing_duration,
+)
 from ._plugins import load_backends
-from ._runner import ElectedCommand
+from ._runner import CommandNotRunnable, ElectedCommand, check_runnable
+from ._storage import Storage
+
+if TYPE_CHECKING:
+    from .controller import ControllerConfig
 
 EXIT_USAGE = 2
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where Kubernetes mounts the pod's namespace (a module attribute, so tests can point it
+elsewhere)."""
+MAX_WAIT = 366 * 86400.0
+"""The longest ``elect --timeout``: long enough for any wait, short enough for every timer."""
+PROBE_KEY = "mclease-startup-probe"
+"""The key the controller reads once at start to find a store that refuses its configuration."""
+
+log = logging.getLogger("mclease.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        args = parse(sys.argv[1:] if argv is None else argv, os.environ)
+        configure_logging(args)
         code: int = args.handler(args)
-    except (ConfigurationError, ValueError) as exc:
+    except CommandNotRunnable as exc:
+        print(f"mclease: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (UsageError, ConfigurationError, ValueError) as exc:
         print(f"mclease: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MCLeaseError as exc:
@@ -48,122 +96,266 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mclease", description="Multi-cluster leader election.")
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+    """The ``mclease`` command line ``argv``, each flag not given filled from its ``MCLEASE_*``
+    variable in ``environ``, else its default (see :func:`_options.parse`)."""
+    return _options.parse(_parser(), argv, environ)
+
+
+# ----- the commands and their flags ------------------------------------------------------------
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="mclease", description="Multi-cluster leader election.")
     parser.add_argument("--version", action="version", version=f"mclease {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: info)",
-    )
+    top = Options(parser, top=True)
+    _add_logging_flags(top, first=True)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    backends = commands.add_parser("backends", help="list installed storage backends")
-    backends.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    backends.set_defaults(handler=_backends)
+    backends = Options(commands.add_parser("backends", help="list installed storage backends"))
+    backends.switch("--json", "print JSON instead of a table")
+    _add_logging_flags(backends)
+    backends.parser.set_defaults(handler=_backends)
 
-    crd = commands.add_parser(
-        "crd", help="print the MultiClusterLease CRD (pipe to kubectl apply -f -)"
+    crd = Options(
+        commands.add_parser(
+            "crd", help="print the MultiClusterLease CRD (pipe to kubectl apply -f -)"
+        )
     )
-    crd.set_defaults(handler=lambda args: _print(crd_manifest()))
+    _add_logging_flags(crd)
+    crd.parser.set_defaults(handler=lambda args: _print(crd_manifest()))
 
-    elect = commands.add_parser(
-        "elect",
-        help="run a command only while holding a global lease",
-        description="Campaign for the lease NAME in the store at URL; run COMMAND while leading. "
-        "COMMAND gets MCLEASE_FENCING_TOKEN, MCLEASE_LEASE_NAME and MCLEASE_IDENTITY.",
-    )
-    elect.add_argument(
-        "--storage", required=True, metavar="URL", help="e.g. sqlite:///var/lib/mclease.db"
-    )
-    elect.add_argument("--name", required=True, help="the lease name")
-    elect.add_argument(
-        "--identity",
-        default=f"{socket.gethostname()}-{os.getpid()}",
-        help="this candidate's identity (default: HOSTNAME-PID)",
-    )
-    elect.add_argument("--cluster", default="", help="qualifies the identity (default: none)")
-    elect.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
-    elect.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS")
-    elect.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS")
-    elect.add_argument(
-        "--kill-grace",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="time between SIGTERM and SIGKILL when leadership ends "
-        "(default: a third of lease-duration minus renew-deadline, within the margin)",
-    )
-    elect.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
-    elect.set_defaults(handler=_elect)
+    _add_elect(commands)
     _add_controller(commands)
     return parser
 
 
-def _add_controller(commands: Any) -> None:
-    controller = commands.add_parser(
-        "controller",
-        help="run the election controller of one cluster",
-        description="Watch MultiClusterLease objects and contend for their global leases in the "
-        "store at URL on behalf of this cluster's candidates.",
+def _add_logging_flags(options: Options, *, first: bool = False) -> None:
+    """The same logging flags before (``first``) and after the command; a value after the
+    command wins, and only the first ones read the environment."""
+    options.value(
+        "--log-level",
+        one_of(LOG_LEVELS),
+        "log verbosity on stderr",
+        default="info",
+        metavar="{" + ",".join(LOG_LEVELS) + "}",
+        bound=first,
     )
-    controller.add_argument(
-        "--cluster-name",
+    options.value(
+        "--log-format",
+        one_of(("text", "json")),
+        "log lines as text, or as one JSON object each",
+        default="text",
+        metavar="{text,json}",
+        bound=first,
+    )
+    options.parser.add_argument(
+        "-v",
+        action="count",
+        default=0,
+        dest="verbose" if first else "verbose_after",
+        help="more verbose, repeatable: -v turns info into debug",
+    )
+
+
+def _add_elect(commands: Any) -> None:
+    elect = Options(
+        commands.add_parser(
+            "elect",
+            help="run a command only while holding a global lease",
+            description=ELECT_DESCRIPTION,
+            epilog=ELECT_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    elect.value(
+        "--storage",
+        str,
+        "the store, e.g. sqlite:///var/lib/mclease.db",
+        metavar="URL",
         required=True,
-        help="this cluster's name, unique among the clusters sharing the store",
     )
-    controller.add_argument("--storage", required=True, metavar="URL")
-    controller.add_argument(
-        "--kubeconfig",
-        default=None,
-        help="default: in-cluster config, else $KUBECONFIG or ~/.kube/config",
+    elect.value("--name", str, "the lease name", required=True)
+    elect.value(
+        "--identity",
+        str,
+        "this candidate's identity",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        shown="HOSTNAME-PID",
     )
-    controller.add_argument("--context", default=None, help="kubeconfig context")
-    controller.add_argument(
-        "--namespace",
-        action="append",
-        default=[],
-        dest="namespaces",
-        help="watch only this namespace (repeatable; default: all)",
+    elect.value("--cluster", str, "qualifies the identity", default="", shown="none")
+    timing = LeaseTiming()
+    elect.value(
+        "--lease-duration",
+        timing_duration,
+        "how long others wait before taking over a lease they saw unchanged",
+        default=timing.lease_duration,
+        metavar="DURATION",
     )
-    controller.add_argument(
+    elect.value(
+        "--renew-deadline",
+        timing_duration,
+        "how long a leader keeps leading without a successful renewal",
+        default=timing.renew_deadline,
+        metavar="DURATION",
+    )
+    elect.value(
         "--retry-period",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how often each lease is reconciled without a change (default 2)",
+        timing_duration,
+        "the pause between attempts",
+        default=timing.retry_period,
+        metavar="DURATION",
     )
-    controller.add_argument("--workers", type=int, default=4)
-    controller.add_argument(
-        "--metrics-address",
+    elect.value(
+        "--kill-grace",
+        duration_between(0.0, MAX_DURATION),
+        "time between SIGTERM and SIGKILL when leadership ends",
+        default=None,
+        metavar="DURATION",
+        shown="a third of lease-duration minus renew-deadline, within the margin",
+    )
+    elect.value(
+        "--timeout",
+        duration_between(MIN_DURATION, MAX_WAIT),
+        "give up (exit 1) if not elected within DURATION; it does not limit the command",
+        default=None,
+        metavar="DURATION",
+        shown="wait for ever",
+    )
+    elect.switch(
+        "--try",
+        "make one attempt: exit 1 at once unless it elects this candidate",
+        dest="single_attempt",
+    )
+    _add_logging_flags(elect)
+    elect.parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    elect.parser.set_defaults(handler=_elect)
+
+
+ELECT_DESCRIPTION = """\
+Campaign for the lease NAME in the store at URL; run COMMAND while leading, and stop it
+(SIGTERM, then SIGKILL after --kill-grace) when leadership ends. COMMAND gets
+MCLEASE_FENCING_TOKEN, MCLEASE_LEASE_NAME and MCLEASE_IDENTITY in its environment.
+A DURATION is 15s, 1m30s, 500ms, 1h or a number of seconds.
+"""
+
+ELECT_EPILOG = """\
+--timeout and --try follow consul lock -timeout and flock -n: they bound the wait to be elected,
+never the command. One attempt (--try) cannot take over from a holder that died, since expiry is
+seen by watching the record stay unchanged for a lease duration: to wait for that, use a
+--timeout longer than --lease-duration.
+
+exit codes:
+  N      the command's own code, when it exits by itself (the lease is released)
+  1      not elected within --timeout, or at the first attempt with --try; an unexpected error
+  2      usage or configuration error (bad flag, URL or timings; a store refusing credentials)
+  3      leadership lost while the command ran (the command was stopped)
+  126    the command was found but is not executable
+  127    the command was not found on PATH
+  128+N  stopped by signal N (SIGTERM, SIGINT): the command was stopped and the lease released
+"""
+
+
+def _add_controller(commands: Any) -> None:
+    controller = Options(
+        commands.add_parser(
+            "controller",
+            help="run the election controller of one cluster",
+            description="Watch MultiClusterLease objects and contend for their global leases in "
+            "the store at URL on behalf of this cluster's candidates. A DURATION is 15s, "
+            "1m30s, 500ms, 1h or a number of seconds.",
+            epilog="exit codes: 0 stopped by SIGTERM or SIGINT; 1 lost the active-replica lease "
+            "(restart to campaign again) or an unexpected error; 2 usage or configuration error",
+        )
+    )
+    controller.value(
+        "--cluster-name",
+        str,
+        "this cluster's name, unique among the clusters sharing the store",
+        required=True,
+        metavar="NAME",
+    )
+    controller.value(
+        "--storage", str, "the shared store, e.g. redis://host:6379/0", metavar="URL", required=True
+    )
+    controller.value(
+        "--kubeconfig",
+        str,
+        "the kubeconfig file",
+        default=None,
+        metavar="PATH",
+        shown="in-cluster config, else $KUBECONFIG or ~/.kube/config",
+    )
+    controller.value("--context", str, "kubeconfig context", default=None, shown="the current")
+    controller.listing(
+        "--namespace",
+        namespace_name,
+        "watch only this namespace (repeatable)",
+        dest="namespaces",
+        shown="all namespaces",
+        metavar="NAMESPACE",
+    )
+    controller.value(
+        "--retry-period",
+        timing_duration,
+        "how often each lease is reconciled without a change",
+        default=2.0,
+        metavar="DURATION",
+    )
+    controller.value("--workers", positive_int, "reconciles run at once", default=4, metavar="N")
+    controller.value(
+        "--metrics-bind-address",
+        bind_address,
+        "Prometheus metrics; 0 turns them off",
         default=":8080",
         metavar="[HOST]:PORT",
-        help="Prometheus metrics; '0' disables (default :8080)",
+        aliases=("--metrics-address",),
     )
-    controller.add_argument(
-        "--health-address",
+    controller.value(
+        "--health-probe-bind-address",
+        bind_address,
+        "/healthz and /readyz; 0 turns them off",
         default=":8081",
         metavar="[HOST]:PORT",
-        help="/healthz and /readyz; '0' disables (default :8081)",
+        aliases=("--health-address",),
     )
-    controller.add_argument(
-        "--leader-elect",
-        action="store_true",
-        help="elect one active replica with a coordination.k8s.io Lease",
+    controller.switch("--leader-elect", "elect one active replica with a coordination.k8s.io Lease")
+    controller.value(
+        "--leader-elect-namespace",
+        namespace_name,
+        "the namespace of that Lease",
+        default=None,
+        metavar="NAMESPACE",
+        shown="$POD_NAMESPACE, else the service account's namespace; outside a pod "
+        "--leader-elect needs this flag",
     )
-    controller.add_argument("--leader-elect-namespace", default="default")
-    controller.add_argument(
-        "--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS"
+    timing = LeaseTiming()
+    controller.value(
+        "--leader-elect-lease-duration",
+        timing_duration,
+        "the replica Lease's duration",
+        default=timing.lease_duration,
+        metavar="DURATION",
     )
-    controller.add_argument(
-        "--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS"
+    controller.value(
+        "--leader-elect-renew-deadline",
+        timing_duration,
+        "the replica Lease's renew deadline",
+        default=timing.renew_deadline,
+        metavar="DURATION",
     )
-    controller.add_argument(
-        "--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS"
+    controller.value(
+        "--leader-elect-retry-period",
+        timing_duration,
+        "the replica Lease's retry period",
+        default=timing.retry_period,
+        metavar="DURATION",
     )
-    controller.add_argument("--log-format", choices=["text", "json"], default="text")
-    controller.set_defaults(handler=_controller)
+    _add_logging_flags(controller)
+    controller.parser.set_defaults(handler=_controller)
+
+
+# ----- backends, elect -----------------------------------------------------------------------
 
 
 def _print(text: str) -> int:
@@ -203,100 +395,160 @@ def _elect(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "elect needs a command to run: mclease elect ... -- COMMAND [ARGS...]"
         )
+    if args.single_attempt and args.timeout is not None:
+        raise ConfigurationError("use --try (one attempt) or --timeout (a wait), not both")
     timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
     kill_grace = args.kill_grace
     if kill_grace is None:  # a third of the room, leaving the margin ElectedCommand requires
         spare = timing.lease_duration - timing.renew_deadline
         kill_grace = max(0.0, min(spare / 3, spare - safety_margin(timing.lease_duration)))
-    registry = load_backends()
-    storage = registry.open(args.storage)
-    elector = LeaderElector(storage, args.name, args.identity, cluster=args.cluster, timing=timing)
+    check_runnable(command[0], os.environ)  # the command's environment adds only MCLEASE_*
+    storage = load_backends().open(args.storage)
     try:
-        return ElectedCommand(elector, command, kill_grace=kill_grace).run()
+        elector = LeaderElector(
+            storage, args.name, args.identity, cluster=args.cluster, timing=timing
+        )
+        runner = ElectedCommand(
+            elector,
+            command,
+            kill_grace=kill_grace,
+            timeout=args.timeout,
+            single_attempt=args.single_attempt,
+        )
+        _check_store(storage, args.name)
+        return runner.run()
     finally:
         storage.close()
 
 
+def _check_store(storage: Storage, key: str) -> None:
+    """One read: raises :class:`ConfigurationError` when the store refuses the configuration
+    (no credentials, say), which no retry can mend. A store that is merely unreachable now is
+    retried later by whoever uses it."""
+    try:
+        storage.read(key)
+    except ConfigurationError:
+        raise
+    except StorageError as exc:
+        log.debug("startup read of %r: %s", key, exc)
+    except Exception as exc:  # a backend that raised what it should have mapped: retried later
+        log.debug("startup read of %r: %s: %s", key, type(exc).__name__, exc)
+
+
+# ----- controller ----------------------------------------------------------------------------
+
+
 def _controller(args: argparse.Namespace) -> int:
     try:
-        from kubernetes import client as k8s
-        from kubernetes import config as kube_config
-
-        from .controller import Controller, ControllerConfig
+        from .controller import Controller
     except ImportError as exc:
         raise ConfigurationError(
             f"the controller needs the Kubernetes client and prometheus-client ({exc}); "
             'install them with: pip install "mclease-core[controller]"'
         ) from exc
-    if args.log_format == "json":
-        _use_json_logs()
+    config = controller_config(args)
+    api_client = _kube_client(args.kubeconfig, args.context)
+    _check_listening("--metrics-bind-address", config.metrics_address)
+    _check_listening("--health-probe-bind-address", config.health_address)
     storage = load_backends().open(args.storage)
-    config = ControllerConfig(
+    try:
+        _check_store(storage, PROBE_KEY)
+        controller = Controller(api_client, storage, config)
+        signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
+        signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())
+        return controller.run()
+    finally:
+        storage.close()
+
+
+def controller_config(args: argparse.Namespace) -> ControllerConfig:
+    """The controller's configuration from the parsed flags (needs the ``controller`` extra)."""
+    from .controller import ControllerConfig
+
+    if not args.cluster_name.strip():
+        raise ConfigurationError(
+            "the cluster name is empty: set --cluster-name (or MCLEASE_CLUSTER_NAME; in "
+            "config/, CLUSTER_NAME of the mclease-controller-config ConfigMap) to this cluster's "
+            "name, unique among the clusters sharing the store"
+        )
+    namespace = args.leader_elect_namespace or pod_namespace(os.environ, SERVICE_ACCOUNT_NAMESPACE)
+    if args.leader_elect and not namespace:
+        raise ConfigurationError(
+            "--leader-elect needs a namespace for its Lease and this is not a pod (no "
+            "$POD_NAMESPACE, no service account namespace file): pass --leader-elect-namespace"
+        )
+    return ControllerConfig(
         cluster=args.cluster_name,
         namespaces=args.namespaces,
         retry_period=args.retry_period,
         workers=args.workers,
-        metrics_address=_address(args.metrics_address),
-        health_address=_address(args.health_address),
+        metrics_address=args.metrics_bind_address,
+        health_address=args.health_probe_bind_address,
         leader_elect=args.leader_elect,
-        leader_elect_namespace=args.leader_elect_namespace,
+        leader_elect_namespace=namespace or "",  # unused without --leader-elect
         leader_elect_timing=LeaseTiming(
             args.leader_elect_lease_duration,
             args.leader_elect_renew_deadline,
             args.leader_elect_retry_period,
         ),
     )
+
+
+def _kube_client(kubeconfig: str | None, context: str | None) -> Any:
+    from kubernetes import client as k8s
+    from kubernetes import config as kube_config
+
     try:
-        if args.kubeconfig is None and args.context is None and _in_cluster():
+        if kubeconfig is None and context is None and _in_cluster():
             kube_config.load_incluster_config()
-            api_client = k8s.ApiClient()
-        else:
-            api_client = kube_config.new_client_from_config(
-                config_file=args.kubeconfig, context=args.context
-            )
+            return k8s.ApiClient()
+        return kube_config.new_client_from_config(config_file=kubeconfig, context=context)
     except Exception as exc:  # the client raises ConfigException, OSError, YAML and type errors
-        where = args.kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        where = kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
         raise ConfigurationError(
             f"cannot load {where}: {type(exc).__name__}: {excerpt(str(exc))}; pass a valid "
             "--kubeconfig (and --context), or run in a pod with a service account"
         ) from exc
-    controller = Controller(api_client, storage, config)
-    signal.signal(signal.SIGTERM, lambda signum, frame: controller.stop())
-    signal.signal(signal.SIGINT, lambda signum, frame: controller.stop())
-    try:
-        return controller.run()
-    finally:
-        storage.close()
 
 
-def _address(text: str) -> tuple[str, int] | None:
-    if text in ("0", ""):
+def pod_namespace(environ: Mapping[str, str], namespace_file: Path) -> str | None:
+    """The namespace this process runs in: ``$POD_NAMESPACE`` (the downward API), else the
+    service account's namespace file, else ``None`` (not in a pod)."""
+    name = environ.get("POD_NAMESPACE", "").strip()
+    if not name:
+        try:
+            name = namespace_file.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+    if not name:
         return None
-    host, _, port = text.rpartition(":")
     try:
-        return (host or "0.0.0.0", int(port))  # noqa: S104 - the documented default
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid address {text!r}: expected [HOST]:PORT or 0") from exc
+        return namespace_name(name)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigurationError(f"the pod's namespace: {exc}") from None
+
+
+def _check_listening(flag: str, address: tuple[str, int] | None) -> None:
+    """Bind ``address`` once, as the servers will (``SO_REUSEADDR``), so a port in use or a host
+    that is not this machine's is a clear error before anything starts."""
+    if address is None:
+        return
+    host, port = address
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(family[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(family[0][4])
+    except OSError as exc:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise ConfigurationError(
+            f"cannot listen on {flag} {shown}: {exc.strerror or exc}; choose another address, "
+            "or 0 to turn it off"
+        ) from exc
 
 
 def _in_cluster() -> bool:
     return "KUBERNETES_SERVICE_HOST" in os.environ
-
-
-def _use_json_logs() -> None:
-    class JsonFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            return json.dumps(
-                {
-                    "time": self.formatTime(record),
-                    "level": record.levelname.lower(),
-                    "logger": record.name,
-                    "message": record.getMessage(),
-                }
-            )
-
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(JsonFormatter())
 
 
 if __name__ == "__main__":

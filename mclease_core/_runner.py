@@ -14,6 +14,20 @@ pause) and cannot act. Both are started with ``PR_SET_PDEATHSIG``, so a ``kill -
 process kills them too (Linux only; grandchildren of a shell command are not covered: ``exec`` the
 real program).
 
+Waiting to be elected: for ever by default. With ``timeout`` (``--timeout``), ``run()`` gives up
+and returns 1 when no term started within that time, as ``consul lock -timeout`` does; the
+timeout bounds the wait only, never the command once it runs. With ``single_attempt``
+(``--try``) it makes one attempt and returns 1 unless that attempt elected it, like ``flock -n``.
+One attempt cannot take over a lease whose holder died: expiry is measured by watching the record
+stay unchanged for a lease duration, so use a timeout longer than that to wait for a takeover.
+
+The command is resolved before campaigning (:func:`check_runnable`, on the ``PATH`` the command
+gets): not found is exit 127, found but not executable 126, as in a shell.
+
+Exit codes of :meth:`ElectedCommand.run`: the command's own when it exits by itself; 1 not
+elected (timeout or single attempt) or the election loop ended by itself; 3 leadership lost while
+the command ran; 128 + N on signal N.
+
 If the election loop ends on its own (the store refused the configuration, or the loop crashed),
 the command is stopped and :meth:`ElectedCommand.run` raises :class:`ConfigurationError` or
 returns 1.
@@ -28,22 +42,29 @@ import dataclasses
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from ._decisions import safety_margin
 from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from ._errors import ConfigurationError
+from ._limits import printable
 from ._process import preexec_dying_with_parent
 
 log = logging.getLogger("mclease.elect")
 
 EXIT_LEADERSHIP_LOST = 3
 EXIT_ELECTOR_FAILED = 1
+EXIT_NOT_ELECTED = 1
+"""As ``consul lock`` and ``flock`` exit when they give up waiting."""
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
 SUPERVISOR_MARGIN = 2.0
 """Seconds beyond the kill grace the supervisor gets to stop the command before it is killed."""
 
@@ -56,10 +77,44 @@ class _Event:
     signum: int = 0
 
 
+class CommandNotRunnable(Exception):
+    """The command cannot be started; ``exit_code`` is the shell's code for why (126, 127)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_runnable(program: str, environ: Mapping[str, str]) -> None:
+    """Raise :class:`CommandNotRunnable` unless ``program`` can be executed by a process with
+    ``environ``: found on its ``PATH`` (or at the path given) and executable."""
+    search = os.pathsep.join(os.get_exec_path(dict(environ)))
+    if shutil.which(program, path=search) is not None:
+        return
+    if os.sep in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(folder, program) for folder in search.split(os.pathsep)]
+    present = next((path for path in candidates if os.path.exists(path)), None)
+    if present is None:
+        where = "no such file" if os.sep in program else "command not found on PATH"
+        raise CommandNotRunnable(f"{printable(program)}: {where}", EXIT_NOT_FOUND)
+    why = "is a directory" if os.path.isdir(present) else "permission denied"
+    raise CommandNotRunnable(f"{printable(present)}: not executable ({why})", EXIT_NOT_EXECUTABLE)
+
+
 class ElectedCommand:
     """Runs ``command`` while ``elector`` leads; :meth:`run` returns the exit code to use."""
 
-    def __init__(self, elector: LeaderElector, command: Sequence[str], *, kill_grace: float):
+    def __init__(
+        self,
+        elector: LeaderElector,
+        command: Sequence[str],
+        *,
+        kill_grace: float,
+        timeout: float | None = None,
+        single_attempt: bool = False,
+    ):
         timing = elector.timing
         margin = safety_margin(timing.lease_duration)
         if kill_grace < 0 or timing.renew_deadline + kill_grace + margin > timing.lease_duration:
@@ -72,6 +127,9 @@ class ElectedCommand:
         self.elector = elector
         self.command = list(command)
         self.kill_grace = kill_grace
+        self.timeout = timeout
+        self.single_attempt = single_attempt
+        self._elected = False
         self._events: queue.Queue[_Event] = queue.Queue()
         self._child: _Supervised | None = None
         self._child_lock = threading.Lock()
@@ -92,16 +150,39 @@ class ElectedCommand:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        self._thread.start()
         try:
+            if self.single_attempt and not self._first_attempt_elected():
+                return self._not_elected("at the first attempt")
+            self._thread.start()
             return self._loop()
         finally:
             self._stop_child()
             timeout = self.elector.storage.capabilities.operation_timeout + 5
             self.elector.stop(timeout=timeout)
-            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._thread.join(timeout)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _first_attempt_elected(self) -> bool:
+        """One attempt, in this thread; its started callback is queued for :meth:`_loop`. Raises
+        :class:`ConfigurationError` when the store refused the configuration."""
+        leading = self.elector.try_acquire_or_renew()
+        error = self.elector.fatal_error
+        if error is not None:
+            raise ConfigurationError(" ".join(str(error).split())) from error
+        return leading
+
+    def _not_elected(self, when: str) -> int:
+        record = self.elector.observed_record
+        held = ""
+        if record is not None and not record.data.is_released:
+            cluster, identity = record.data.holder
+            held = f" (held by {printable(f'{cluster}/{identity}' if cluster else identity)})"
+        elif self.elector.last_error is not None:
+            held = f" (the store: {self.elector.last_error})"
+        log.error("lease %r: not elected %s%s; giving up", self.elector.name, when, held)
+        return EXIT_NOT_ELECTED
 
     def _run_elector(self) -> None:
         try:
@@ -112,6 +193,7 @@ class ElectedCommand:
             self._events.put(_Event("ended"))
 
     def _loop(self) -> int:
+        give_up_at = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             self._forward_deadline()
             try:
@@ -120,8 +202,11 @@ class ElectedCommand:
                 code = self._child_exit_code()
                 if code is not None:
                     return code
+                if give_up_at is not None and not self._elected and time.monotonic() > give_up_at:
+                    return self._not_elected(f"within {self.timeout:g}s")
                 continue
             if event.kind == "started" and event.term is not None:
+                self._elected = True
                 self._start_child(event.term)
             elif event.kind == "stopped" and self._child is not None:
                 if self._elector_ended():

@@ -125,9 +125,9 @@ def test_a_bad_kubeconfig_is_a_clear_error_not_a_traceback(
             "memory://",
             "--kubeconfig",
             str(path),
-            "--metrics-address",
+            "--metrics-bind-address",
             "0",
-            "--health-address",
+            "--health-probe-bind-address",
             "0",
         ]
     )
