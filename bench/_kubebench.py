@@ -135,8 +135,8 @@ class ControllerChild(Child):
             "--namespace", namespace,
             "--retry-period", str(retry_period),
             "--workers", str(workers),
-            "--metrics-address", f"127.0.0.1:{self.metrics_port}",
-            "--health-address", f"127.0.0.1:{self.health_port}",
+            "--metrics-bind-address", f"127.0.0.1:{self.metrics_port}",
+            "--health-probe-bind-address", f"127.0.0.1:{self.health_port}",
         ]  # fmt: skip
         super().__init__(name, argv, workdir / f"{name}.log")
 
@@ -175,11 +175,15 @@ def storage_ops(metrics: dict[str, float]) -> dict[str, float]:
         op: metrics.get(f'mclease_storage_operation_seconds_count{{operation="{op}"}}', 0.0)
         for op in ("read", "create", "update", "delete")
     }
-    ops["reconciles"] = metrics.get("mclease_reconcile_seconds_count", 0.0)
-    ops["reconcile_seconds"] = metrics.get("mclease_reconcile_seconds_sum", 0.0)
-    ops["lag_seconds"] = metrics.get("mclease_reconcile_lag_seconds_sum", 0.0)
-    ops["lags"] = metrics.get("mclease_reconcile_lag_seconds_count", 0.0)
-    ops["errors"] = metrics.get("mclease_reconcile_errors_total", 0.0)
+    ctl = '{controller="multiclusterlease"}'
+    queue = '{controller="multiclusterlease",name="multiclusterlease"}'
+    ops["reconciles"] = metrics.get(f"controller_runtime_reconcile_time_seconds_count{ctl}", 0.0)
+    ops["reconcile_seconds"] = metrics.get(
+        f"controller_runtime_reconcile_time_seconds_sum{ctl}", 0.0
+    )
+    ops["lag_seconds"] = metrics.get(f"workqueue_queue_duration_seconds_sum{queue}", 0.0)
+    ops["lags"] = metrics.get(f"workqueue_queue_duration_seconds_count{queue}", 0.0)
+    ops["errors"] = metrics.get(f"controller_runtime_reconcile_errors_total{ctl}", 0.0)
     return ops
 
 

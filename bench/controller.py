@@ -13,10 +13,11 @@ candidates. The script starts all of it and stops all of it.
    the object. Upstream's lock polls status once a second, so its latency is at least the time
    to its next one-second poll.
 2. ``ops``: the controller's own counters (``mclease_storage_operation_seconds_count`` by
-   operation, ``mclease_reconcile_seconds_count``) scraped before and after: per confirmed
-   renewal (back-to-back renewals, then a candidate-like renewal every second between the
-   controller's 0.5 s periodic reconciles), and per reconcile of a follower lease (its candidate
-   is not live; another cluster, here an elector in this process, holds the global lease).
+   operation, ``controller_runtime_reconcile_time_seconds_count``) scraped before and after:
+   per confirmed renewal (back-to-back renewals, then a candidate-like renewal every second
+   between the controller's 0.5 s periodic reconciles), and per reconcile of a follower lease
+   (its candidate is not live; another cluster, here an elector in this process, holds the
+   global lease).
 3. ``failover``: clusters east and west, a controller each (``--retry-period 0.5``) and a
    candidate each (``bench/_candidate.py``: ``kubernetes.leaderelection`` with our lock, R=3,
    P=1 and the shortest whole D the lock accepts). Crash: kill -9 of the leader to the other

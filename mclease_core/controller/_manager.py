@@ -16,6 +16,12 @@ replica that loses it stops and exits non-zero, as controller-runtime does, so i
 Every reconcile checks the replica's term before it is started and before each write, on the
 monotonic clock: a replica paused past its term and resumed writes nothing.
 
+Observability follows controller-runtime (names and labels in ``_metrics``): each reconcile is
+counted by result, the work queue counts itself, ``leader_election_master_status`` tells the
+active replica. A lease deleted, or missing from a fresh list (its DELETED event was missed while
+no watch ran), is forgotten with its per-lease series. Events name the object's uid, as
+``kubectl describe`` looks them up.
+
 Not here: what a reconcile does (``_reconciler``).
 """
 
@@ -31,6 +37,7 @@ import socket
 import threading
 import time
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
@@ -43,8 +50,7 @@ from .._storage import Storage
 from ..kube._client import Deadline, describe_error, single_attempt_client
 from ..kube._lease_storage import CoordinationLeaseStorage
 from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
-from ._metrics import Metrics
-from ._queue import WorkQueue
+from ._metrics import MeteredWorkQueue, Metrics
 from ._reconciler import NotActive, Reconciler, StaleCopy
 
 log = logging.getLogger("mclease.controller")
@@ -97,7 +103,8 @@ class Controller:
         self.core = k8s.CoreV1Api(single_attempt_client(api_client))
         self._requests = Deadline()
         self.metrics = Metrics()
-        self.queue = WorkQueue()
+        self.metrics.max_workers.set(config.workers)
+        self.queue = MeteredWorkQueue(self.metrics)
         self.reconciler = Reconciler(
             self.custom,
             storage,
@@ -122,28 +129,44 @@ class Controller:
         """The latest copy of each lease the watch delivered: reconciles read no object."""
         self._replica: LeaderElector | None = None
         self._health_server: http.server.ThreadingHTTPServer | None = None
+        self._metrics_server: WSGIServer | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until :meth:`stop`; returns the exit code (1 when replica leadership was lost)."""
+        """Run until :meth:`stop`; returns the exit code: 1 when replica leadership was lost,
+        2 when the replica election was refused for good (see :meth:`_check_replica_election`)."""
         self._serve_health()
         if self.config.metrics_address is not None:
             host, port = self.config.metrics_address
-            start_http_server(port, host, registry=self.metrics.registry)
+            self._metrics_server, _ = start_http_server(port, host, registry=self.metrics.registry)
         if self.config.leader_elect:
             self._campaign()
         else:
             self._start_reconciling()
-        self._stop.wait()
+        while not self._stop.wait(0.5):
+            self._check_replica_election()
         self.queue.close()
         for worker in self._workers:  # not the watch thread: a daemon that may sit in a
             worker.join(5)  # blocking read of the stream, and holds nothing to clean up
         if self._replica is not None:
             self._replica.stop(timeout=5)
-        if self._health_server is not None:
-            self._health_server.shutdown()
+        servers = (self._health_server, self._metrics_server)
+        for server in (server for server in servers if server is not None):
+            server.shutdown()
+            server.server_close()
+        if self._replica is not None and self._replica.fatal_error is not None:
+            return 2
         return 1 if self._lost.is_set() else 0
+
+    def _check_replica_election(self) -> None:
+        """A replica election the API server refuses (RBAC, credentials) cannot recover by
+        retrying: say why and exit, so the pod restarts visibly instead of idling as a standby
+        that looks healthy."""
+        error = self._replica.fatal_error if self._replica is not None else None
+        if error is not None:
+            log.error("cannot elect the active replica: %s", error)
+            self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,7 +177,8 @@ class Controller:
     def healthy(self) -> bool:
         threads = [*self._workers, *self._watchers]
         alive = all(thread.is_alive() for thread in threads) or self._stop.is_set()
-        replica_ok = self._replica is None or self._replica.healthy()
+        replica = self._replica
+        replica_ok = replica is None or (replica.healthy() and replica.fatal_error is None)
         return alive and replica_ok and self.watching()
 
     def watching(self) -> bool:
@@ -173,9 +197,11 @@ class Controller:
 
     def _campaign(self) -> None:
         storage = CoordinationLeaseStorage(self.api_client, self.config.leader_elect_namespace)
+        lease_name = f"mclease-controller-{self.config.cluster}"
+        self.metrics.watch_replica(lease_name, self._leading)
         self._replica = LeaderElector(
             storage,
-            f"mclease-controller-{self.config.cluster}",
+            lease_name,
             self.config.identity,
             cluster=self.config.cluster,
             timing=self.config.leader_elect_timing,
@@ -240,7 +266,9 @@ class Controller:
     def _list_and_watch(self, namespace: str | None) -> None:
         listing = self._list(namespace)
         self._progress[namespace] = time.monotonic()
-        for obj in listing.get("items", []):
+        items = listing.get("items", [])
+        self._forget_unlisted(namespace, {_key(obj) for obj in items})
+        for obj in items:
             self._offer(obj, "SYNC")
         self._listed.add(namespace)
         if len(self._listed) >= len(self._progress):
@@ -281,16 +309,27 @@ class Controller:
             return self.custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
         return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL)
 
+    def _forget_unlisted(self, namespace: str | None, listed: set[str]) -> None:
+        """Forget the leases of ``namespace`` (``None``: all) a fresh list no longer has: their
+        DELETED events were missed while no watch ran (a watch too old to resume, say)."""
+        prefix = "" if namespace is None else f"{namespace}/"
+        for key in list(self._generations):
+            if key.startswith(prefix) and key not in listed:
+                self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        self._generations.pop(key, None)
+        self._objects.pop(key, None)
+        self._created.discard(key)
+        self.reconciler.forget(key)
+
     def _offer(self, obj: dict[str, Any], kind: str) -> None:
         """Queue a lease when its spec generation changed or it is being deleted (status-only
         changes, our own writes included, are ignored; timers cover the rest)."""
         metadata = obj.get("metadata", {})
-        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        key = _key(obj)
         if kind == "DELETED":
-            self._generations.pop(key, None)
-            self._objects.pop(key, None)
-            self._created.discard(key)
-            self.reconciler.forget(key)
+            self._forget(key)
             return
         if kind == "ADDED" and key not in self._generations:
             self._created.add(key)
@@ -312,17 +351,27 @@ class Controller:
             item = self.queue.get(timeout=1.0)
             if item is None:
                 continue
-            key, lag = item
+            key, _ = item
             try:
                 if not self.may_act():  # a paused replica that resumed past its term, or one not
                     self.queue.add(key, self.config.retry_period)  # yet active: touch nothing
                     continue
-                self.metrics.reconcile_lag.observe(lag)
-                self._reconcile(key, failures)
+                self._reconcile_metered(key, failures)
             finally:
                 self.queue.done(key)
 
-    def _reconcile(self, key: str, failures: dict[str, int]) -> None:
+    def _reconcile_metered(self, key: str, failures: dict[str, int]) -> None:
+        started = time.monotonic()
+        self.metrics.active_workers.inc()
+        try:
+            result = self._reconcile(key, failures)
+        finally:
+            self.metrics.active_workers.dec()
+        self.metrics.record_reconcile(result, time.monotonic() - started)
+
+    def _reconcile(self, key: str, failures: dict[str, int]) -> str:
+        """Reconcile one lease and queue it again as it asks; the result, as
+        ``controller_runtime_reconcile_total`` counts it."""
         namespace, name = key.split("/", 1)
         created = key in self._created
         self._created.discard(key)
@@ -336,23 +385,27 @@ class Controller:
                 seen_at=copy.delivered if copy else None,
             )
             failures.pop(key, None)
-            if result.requeue_after is not None:
-                self.queue.add(key, self._spread(result.requeue_after))
+            if result.requeue_after is None:
+                return "success"
+            self.queue.add(key, self._spread(result.requeue_after))
+            return "requeue_after"
         except NotActive:
             log.info("%s: not the active replica any more; nothing written", key)
             self.queue.add(key, self.config.retry_period)
+            return "requeue"
         except StaleCopy:
             self._objects.pop(key, None)  # read it afresh, at once
             self.queue.add(key)
+            return "requeue"
         except Exception as exc:
             self._objects.pop(key, None)  # the retry reads the object afresh
             count = failures[key] = failures.get(key, 0) + 1
             delay = min(self.config.retry_period, 0.05 * 2**count)
-            self.metrics.reconcile_errors.inc()
             log.warning(
                 "%s: reconcile failed (%s); retrying in %.2fs", key, describe_error(exc), delay
             )
             self.queue.add(key, delay)
+            return "error"
 
     def _spread(self, delay: float) -> float:
         """Jitter periodic requeues so leases do not reconcile in lockstep: only ever earlier, so
@@ -371,6 +424,8 @@ class Controller:
                 kind=KIND,
                 name=view.name,
                 namespace=view.namespace,
+                uid=view.uid or None,  # kubectl describe finds Events by it
+                resource_version=view.resource_version or None,
             ),
             reason=reason,
             message=message[:1024],
@@ -411,10 +466,25 @@ class Controller:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server = http.server.ThreadingHTTPServer(self.config.health_address, Handler)
+        server = _HealthServer(self.config.health_address, Handler)
         thread = threading.Thread(target=server.serve_forever, name="mclease-health", daemon=True)
         thread.start()
         self._health_server = server
+
+
+class _HealthServer(http.server.ThreadingHTTPServer):
+    """Listens on an IPv6 address as well as an IPv4 one (the standard server is IPv4 only)."""
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]):
+        host, port = address
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.address_family = info[0][0]
+        super().__init__(address, handler)
+
+
+def _key(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata", {})
+    return f"{metadata.get('namespace')}/{metadata.get('name')}"
 
 
 def _jittered(delay: float) -> float:

@@ -54,6 +54,8 @@ log = logging.getLogger("mclease.controller")
 CONFIRM_SLACK = 0.05
 """A confirming status is sent only if at least this much of its window is left."""
 
+_ASKS_STORE = frozenset({Action.CONTEND, Action.OBSERVE, Action.RELEASE})
+
 
 class NotActive(MCLeaseError):
     """This controller replica may not act (it is not the active one): nothing was written."""
@@ -76,6 +78,10 @@ class _LeaseState:
     last_holder: str = ""
     reported: str = ""
     """The last warning (late signal, refused status) sent as an Event, so it is sent once."""
+    last_cluster: str = ""
+    """The cluster the last published status named as the holder's."""
+    store_failing: bool = False
+    """A BackendError Event was sent and no reconcile reached the store since."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +138,6 @@ class Reconciler:
         generation acted on (a newer signal is simply not confirmed by it), and status and
         finalizer writes carry the copy's resourceVersion, so a stale one fails and is retried.
         """
-        started = time.monotonic()
         if obj is None:
             try:
                 obj = cast(
@@ -148,7 +153,7 @@ class Reconciler:
                 )
             except ApiException as exc:
                 if exc.status == 404:
-                    self._leases.pop(f"{namespace}/{name}", None)
+                    self.forget(f"{namespace}/{name}")
                     return ReconcileResult(None)
                 raise
         try:
@@ -156,13 +161,13 @@ class Reconciler:
         except InvalidLeaseError as exc:
             log.error("%s/%s: %s; not reconciled", namespace, name, printable(exc, 300))
             return ReconcileResult(None)
-        try:
-            return self._reconcile(view, created, seen_at)
-        finally:
-            self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+        return self._reconcile(view, created, seen_at)
 
     def forget(self, key: str) -> None:
+        """Drop what is known of a lease that no longer exists here, its metrics included."""
         self._leases.pop(key, None)
+        namespace, _, name = key.partition("/")
+        self.metrics.forget_lease(namespace, name)
 
     # ----- one lease -----------------------------------------------------------------------------
 
@@ -198,9 +203,13 @@ class Reconciler:
         if elector is not None and not error:
             confirmed, error = self._act(view, state, elector, decision)
         if view.deleting:
-            return self._finish_deletion(view, state, elector, decision, error)
+            result = self._finish_deletion(view, state, elector, decision, error)
+            if self._leases.get(view.key) is state:  # not for an object that is gone
+                self._report_store(view, state, decision.action, error)
+            return result
         if decision.action is not Action.WAIT or _needs_withdrawal(view):
             self._write_status(view, state, elector, confirmed, error, decision, lease_windows)
+        self._report_store(view, state, decision.action, error)  # after status: Events are slow
         delay = next_check(decision, self.clock.monotonic(), self.retry_period)
         return ReconcileResult(delay, decision)
 
@@ -300,6 +309,9 @@ class Reconciler:
             self._check_active()
             state.attempted_generation = view.generation
             outcome = elector.step()
+            if elector.fatal_error is not None:  # the store refused the configuration, say
+                state.elector = None  # a rotated password: report it, build a new elector next
+                return "", str(elector.fatal_error)
             if outcome.wrote:
                 state.renewed_generation = view.generation
                 state.renewed_at = self.clock.monotonic()
@@ -322,7 +334,7 @@ class Reconciler:
         self._check_active()
         try:
             released = release_observed(self.storage, view.key, record, self.clock.now())
-        except StorageError as exc:
+        except (StorageError, ConfigurationError) as exc:
             return str(exc)
         state.renewed_generation = None
         if released is not None:
@@ -344,7 +356,7 @@ class Reconciler:
     def _observe(self, elector: LeaderElector) -> str:
         try:
             elector.observe()
-        except StorageError as exc:
+        except (StorageError, ConfigurationError) as exc:
             return str(exc)
         return ""
 
@@ -445,18 +457,12 @@ class Reconciler:
     ) -> None:
         """Metrics, Events and logs of what status says, after it was written (an Event that
         takes long must not delay a confirmation)."""
-        holder = status["globalHolderIdentity"]
         self.metrics.is_leader.labels(view.namespace, view.name).set(1 if confirmed else 0)
         if record is not None:
             self.metrics.transitions.labels(view.namespace, view.name).set(
                 record.data.lease_transitions
             )
-        if holder and holder != state.last_holder:
-            self.events(
-                view, "Normal", "LeaderChanged", f"global leader is now {printable(holder)}"
-            )
-            log.info("%s: global leader is now %s", view.key, printable(holder))
-        state.last_holder = holder
+        self._report_holder(view, state, status, decision)
         warning = decision.problem or ("late" if decision.late else "")
         if warning and state.reported != warning:
             state.reported = warning
@@ -474,6 +480,44 @@ class Reconciler:
         elif not warning and decision.action is Action.PUBLISH:
             state.reported = ""
 
+    def _report_holder(
+        self, view: LeaseView, state: _LeaseState, status: dict[str, Any], decision: Plan
+    ) -> None:
+        """An Event when the holder status names changes: a Warning when this cluster held the
+        global lease and lost it without releasing it (taken over, or run out)."""
+        holder, cluster = status["globalHolderIdentity"], status["globalHolderCluster"]
+        lost = (
+            state.last_cluster == self.cluster
+            and cluster != self.cluster
+            and decision.action is not Action.RELEASE
+        )
+        now_held_by = printable(holder) if holder else "nobody"
+        if lost:
+            message = (
+                f"this cluster lost the global lease of {printable(state.last_holder)}; "
+                f"global leader is now {now_held_by}"
+            )
+            self.events(view, "Warning", "LeadershipLost", message)
+            log.warning("%s: %s", view.key, message)
+        elif holder and holder != state.last_holder:
+            self.events(view, "Normal", "LeaderChanged", f"global leader is now {now_held_by}")
+            log.info("%s: global leader is now %s", view.key, now_held_by)
+        state.last_holder, state.last_cluster = holder, cluster
+
+    def _report_store(
+        self, view: LeaseView, state: _LeaseState, action: Action, error: str
+    ) -> None:
+        """One Warning when reconciles of the lease start failing on the global store (or on an
+        elector it cannot build), one Normal when one of those that ask it gets through again."""
+        if error and not state.store_failing:
+            state.store_failing = True
+            self.events(
+                view, "Warning", "BackendError", f"global store error: {printable(error, 500)}"
+            )
+        elif not error and state.store_failing and action in _ASKS_STORE:
+            state.store_failing = False
+            self.events(view, "Normal", "BackendHealthy", "the global store answers again")
+
     def _finish_deletion(
         self,
         view: LeaseView,
@@ -490,7 +534,7 @@ class Reconciler:
             return ReconcileResult(self.retry_period, decision)  # keep the finalizer; retry
         if FINALIZER in view.finalizers:
             self._set_finalizers(view, [f for f in view.finalizers if f != FINALIZER])
-        self._leases.pop(view.key, None)
+        self.forget(view.key)
         return ReconcileResult(None, decision)
 
     def _set_finalizers(self, view: LeaseView, finalizers: list[str]) -> LeaseView:

@@ -41,9 +41,9 @@ class ControllerProcess:
                 namespace,
                 "--retry-period",
                 "0.5",
-                "--metrics-address",
+                "--metrics-bind-address",
                 f"127.0.0.1:{self.metrics_port}",
-                "--health-address",
+                "--health-probe-bind-address",
                 f"127.0.0.1:{self.health_port}",
                 "--leader-elect",
                 "--leader-elect-namespace",
@@ -124,7 +124,7 @@ def test_one_replica_is_active_and_the_other_takes_over_after_kill_9(
         assert wait_for(lambda r=replica: r.get(r.health_port, "/readyz")[0] == 200, 10, "/readyz")
     status, metrics = active.get(active.metrics_port, "/metrics")
     assert status == 200
-    assert "mclease_reconcile_seconds" in metrics
+    assert "controller_runtime_reconcile_time_seconds" in metrics
     os.kill(active.process.pid, signal.SIGKILL)
     new_holder = wait_for(
         lambda: (h := active_identity(mcl_cluster, namespace)) != holder and h, 15, "a takeover"

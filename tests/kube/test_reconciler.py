@@ -400,6 +400,26 @@ def test_a_store_outage_sets_the_condition_and_confirms_nobody(harness: Harness)
     assert harness.condition("BackendHealthy")["status"] == "True"
 
 
+def test_credentials_the_store_refuses_while_running_set_the_condition_and_recover(
+    harness: Harness,
+) -> None:
+    """A store that starts refusing the credentials (a rotated password) is a condition and a
+    retry, like an outage: the lease's elector is rebuilt, not left stopped for good."""
+    harness.start()
+    harness.store.refusing = True
+    harness.signal()
+    harness.reconcile()
+    healthy = harness.condition("BackendHealthy")
+    assert healthy["status"] == "False"
+    assert "refused the credentials" in healthy["message"]
+    assert not harness.confirms("pod-a")
+    harness.store.refusing = False
+    harness.signal()
+    harness.reconcile()
+    assert harness.status()["globalHolderIdentity"] == "pod-a"
+    assert harness.condition("BackendHealthy")["status"] == "True"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
