@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import re
 import uuid
@@ -28,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from .._errors import (
+    ConfigurationError,
     CorruptRecordError,
     LeaseAlreadyExistsError,
     LeaseConflictError,
@@ -35,6 +37,7 @@ from .._errors import (
     StorageError,
     StorageUnavailableError,
 )
+from .._limits import excerpt
 from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
 from ._resource import format_time
 
@@ -122,7 +125,7 @@ class CoordinationLeaseStorage(Storage):
         try:
             return operation()
         except ApiException as exc:
-            raise _mapped(exc, key, missing) from exc
+            raise _mapped(exc, key, missing, self.namespace) from exc
         except (HTTPError, OSError) as exc:
             raise StorageUnavailableError(
                 f"the Kubernetes API server did not answer: {exc}", key=key, backend=_BACKEND
@@ -136,7 +139,17 @@ def object_name(key: str) -> str:
     return f"{readable}-{digest}"
 
 
-def _mapped(exc: ApiException, key: str, missing: type[StorageError]) -> StorageError:
+def _mapped(
+    exc: ApiException, key: str, missing: type[StorageError], namespace: str
+) -> StorageError | ConfigurationError:
+    if exc.status in (401, 403):  # retrying cannot help: the elector stops, the replica exits
+        return ConfigurationError(
+            f"the Kubernetes API server refused a request for the Lease of {key!r} "
+            f"({exc.status} {exc.reason}: {_status_message(exc)}); grant this service account "
+            f"get, create and patch on coordination.k8s.io leases in namespace {namespace!r} "
+            "(config/rbac/leader_election_role.yaml), or pick the namespace with "
+            "--leader-elect-namespace"
+        )
     if exc.status == 404:
         return missing("no lease record", key=key, backend=_BACKEND)
     if exc.status == 409:
@@ -152,6 +165,15 @@ def _mapped(exc: ApiException, key: str, missing: type[StorageError]) -> Storage
     return StorageError(
         f"the Kubernetes API server refused: {exc.status} {exc.reason}", key=key, backend=_BACKEND
     )
+
+
+def _status_message(exc: ApiException) -> str:
+    """The API server's own one-line reason (who may not do what where), if it gave one."""
+    try:
+        message = json.loads(exc.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    return excerpt(str(message), 300) or "no reason given"
 
 
 def _patch_body(key: str, data: LeaseData, resource_version: str) -> dict[str, Any]:

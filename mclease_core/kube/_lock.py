@@ -234,7 +234,7 @@ class MultiClusterLeaseLock:
         started = self.clock.monotonic()
         refusal = self._refusal(started, "get")
         if refusal:
-            return False, ApiException(status=0, reason=refusal)
+            return False, _refused(refusal)
         try:
             obj = self._call(
                 self._api.get_namespaced_custom_object,
@@ -251,7 +251,7 @@ class MultiClusterLeaseLock:
             return False, exc
         except Exception as exc:
             self._last_seen = None
-            return False, ApiException(status=0, reason=f"{type(exc).__name__}: {exc}")
+            return False, _refused(f"{type(exc).__name__}: {exc}")
         self._last_seen = obj
         self.last_status = view
         self._note_late_confirmation(view)
@@ -572,3 +572,13 @@ def _record_from(view: LeaseView) -> LeaderElectionRecord:
         renew_time or "",
         renew_time or "",
     )
+
+
+def _refused(reason: str) -> ApiException:
+    """A failed lock call as the standard elector expects one: an ApiException with a Status
+    body (kubernetes 36's elector ``json.loads`` the body of a failed get; without one its renew
+    thread died and ``onstopped_leading`` never ran)."""
+    exc = ApiException(status=0, reason=reason)
+    exc.body = json.dumps({"kind": "Status", "status": "Failure", "message": reason, "code": 0})
+    return exc
+

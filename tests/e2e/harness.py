@@ -81,14 +81,12 @@ def prepare_cluster(cluster: KubeCluster) -> Path:
     """Install the CRD and the controller's RBAC; return the controller's kubeconfig.
 
     The controller runs as ``system:serviceaccount:mclease-system:mclease-controller`` with the
-    ClusterRole of ``config/rbac/role.yaml``, as it would in a real cluster.
+    roles of ``config/rbac/`` (rendered by kustomize), as it would in a real cluster.
     """
     apply_manifest(cluster, crd_manifest())
     wait_crd_established(cluster, CRD_NAME)
     cluster.ensure_namespace(CONTROLLER_NAMESPACE)
-    for manifest in ("service_account.yaml", "role.yaml", "role_binding.yaml",
-                     "candidate_role.yaml"):
-        apply_manifest(cluster, (RBAC_DIR / manifest).read_text())
+    apply_manifest(cluster, cluster.kubectl("kustomize", str(RBAC_DIR)).stdout)
     return cluster.kubeconfig_for_service_account(CONTROLLER_NAMESPACE, CONTROLLER_ACCOUNT)
 
 
@@ -164,20 +162,26 @@ class ManagedProcess:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.env: dict[str, str] | None = None
+        """The whole environment to run with; default: this one, with the repository on
+        PYTHONPATH and no KUBECONFIG."""
+        self.cwd: Path = REPO_ROOT
         self.popen: subprocess.Popen[bytes] | None = None
         self.killed_at: float | None = None
         """Monotonic time of the SIGKILL sent by :meth:`kill`."""
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-        env.pop("KUBECONFIG", None)
+        env = self.env
+        if env is None:
+            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+            env.pop("KUBECONFIG", None)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=env,
                 preexec_fn=preexec_dying_with_parent(own_session=True),
             )
@@ -251,8 +255,8 @@ class ControllerProcess(ManagedProcess):
             "--kubeconfig", str(site.controller_kubeconfig),
             "--namespace", site.namespace,
             "--retry-period", str(CONTROLLER_RETRY_PERIOD),
-            "--metrics-address", "0",
-            "--health-address", f"127.0.0.1:{self.health_port}",
+            "--metrics-bind-address", "0",
+            "--health-probe-bind-address", f"127.0.0.1:{self.health_port}",
             *extra_args,
         ]  # fmt: skip
         super().__init__(name, argv, workdir / f"{name}.log")

@@ -33,10 +33,15 @@ REPLICA_TIMING = ("3", "2", "0.5")
 
 
 def replica_args(site: harness.Site) -> list[str]:
+    """The replica election's flags; its Lease lives in the controller's namespace, the only one
+    its Role covers. A Lease left by an earlier test's replicas is deleted first."""
+    leases = k8s.CoordinationV1Api(site.cluster.api_client())
+    for lease in leases.list_namespaced_lease(harness.CONTROLLER_NAMESPACE).items:
+        leases.delete_namespaced_lease(lease.metadata.name, harness.CONTROLLER_NAMESPACE)
     duration, deadline, period = REPLICA_TIMING
     return [
         "--leader-elect",
-        "--leader-elect-namespace", site.namespace,
+        "--leader-elect-namespace", harness.CONTROLLER_NAMESPACE,
         "--leader-elect-lease-duration", duration,
         "--leader-elect-renew-deadline", deadline,
         "--leader-elect-retry-period", period,
@@ -44,8 +49,9 @@ def replica_args(site: harness.Site) -> list[str]:
 
 
 def active_replica_identity(site: harness.Site) -> str | None:
-    leases = k8s.CoordinationV1Api(site.cluster.api_client()).list_namespaced_lease(site.namespace)
-    holders = [lease.spec.holder_identity for lease in leases.items if lease.spec.holder_identity]
+    leases = k8s.CoordinationV1Api(site.cluster.api_client())
+    found = leases.list_namespaced_lease(harness.CONTROLLER_NAMESPACE).items
+    holders = [lease.spec.holder_identity for lease in found if lease.spec.holder_identity]
     return holders[0] if holders else None
 
 
@@ -58,9 +64,10 @@ def test_a_paused_replica_resumes_without_freeing_the_active_replicas_lease(bed:
     acted (2.97 s overlap seen). Now the resumed replica writes nothing and exits."""
     origin = time.monotonic()
     east = bed.sites["east"]
-    first = bed.group.controller(east, bed.store_url, extra_args=replica_args(east))
+    replicas = replica_args(east)
+    first = bed.group.controller(east, bed.store_url, extra_args=replicas)
     wait_for(lambda: active_replica_identity(east), timeout=20, message="an active replica")
-    second = bed.group.controller(east, bed.store_url, extra_args=replica_args(east))
+    second = bed.group.controller(east, bed.store_url, extra_args=replicas)
     bed.group.controller(bed.sites["west"], bed.store_url)
     leader = bed.candidate("east", "app-0")
     _, began = wait_for_leader([leader], timeout=FIRST_LEADER_TIMEOUT)

@@ -60,10 +60,14 @@ def test_candidate_creates_and_updates_spec_but_may_not_write_status(
 ) -> None:
     leases = Leases(rbac_cluster.api_client(candidate_kubeconfig), namespace)
     created = leases.create(lease_body("job", holderIdentity="pod-a_1"))
-    patched = leases.patch("job", {"spec": {"renewTime": micro_time()}})
-    assert patched["metadata"]["generation"] == created["metadata"]["generation"] + 1
-    replaced = leases.replace({**patched, "spec": {**patched["spec"], "holderIdentity": "pod-b"}})
+    renewed = leases.replace({**created, "spec": {**created["spec"], "renewTime": micro_time()}})
+    assert renewed["metadata"]["generation"] == created["metadata"]["generation"] + 1
+    replaced = leases.replace({**renewed, "spec": {**renewed["spec"], "holderIdentity": "pod-b"}})
     assert replaced["spec"]["holderIdentity"] == "pod-b"
+    # The locks send get, create and update only: the role grants no more.
+    with pytest.raises(ApiException) as refused:
+        leases.patch("job", {"spec": {"renewTime": micro_time()}})
+    assert refused.value.status == 403
 
     with pytest.raises(ApiException) as excinfo:
         leases.patch_status("job", {"globalHolderIdentity": "pod-b"})
@@ -91,6 +95,7 @@ def test_candidate_process_sees_its_permissions(
     )
     assert who.stdout == f"system:serviceaccount:{namespace}:{CANDIDATE_SA}"
     assert can_i("update", "multiclusterleases") == "yes"
+    assert can_i("list", "multiclusterleases") == "no"
     assert can_i("patch", "multiclusterleases", "--subresource=status") == "no"
     assert can_i("delete", "multiclusterleases") == "no"
 
@@ -135,11 +140,16 @@ def test_controller_lists_cluster_wide_and_holds_its_replica_lease(
     )
     created = coordination.create_namespaced_lease(CONTROLLER_NS, lease)
     assert created.spec is not None
-    created.spec.holder_identity = "replica-1"
-    updated = coordination.replace_namespaced_lease(name, CONTROLLER_NS, created)
+    patch = {"metadata": {"resourceVersion": created.metadata.resource_version},
+             "spec": {"holderIdentity": "replica-1"}}
+    updated = coordination.patch_namespaced_lease(name, CONTROLLER_NS, patch)
     assert updated.spec is not None
     assert updated.spec.holder_identity == "replica-1"
     assert coordination.read_namespaced_lease(name, CONTROLLER_NS).spec == updated.spec
+    # Its Lease rights end at its own namespace (a Role, not a ClusterRole).
+    with pytest.raises(ApiException) as elsewhere:
+        coordination.create_namespaced_lease(namespace, lease)
+    assert elsewhere.value.status == 403
     with pytest.raises(ApiException) as excinfo:
         k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "missing"
@@ -160,6 +170,8 @@ def test_default_kustomization_applies_in_server_dry_run(rbac_cluster: KubeClust
         "clusterrole.rbac.authorization.k8s.io/mclease-controller",
         "clusterrole.rbac.authorization.k8s.io/mclease-candidate",
         "clusterrolebinding.rbac.authorization.k8s.io/mclease-controller",
+        "role.rbac.authorization.k8s.io/mclease-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/mclease-leader-election",
         "serviceaccount/mclease-controller",
         "deployment.apps/mclease-controller",
         "namespace/mclease-system",

@@ -48,3 +48,23 @@ class TestCoordinationLeaseStorage(StorageConformance):
     def storage_harness(self, kube_cluster: Any) -> StorageHarness:
         return LeaseHarness(kube_cluster)
 
+
+
+def test_a_refused_request_is_a_configuration_error_naming_the_role(
+    kube_cluster: Any, namespace: str
+) -> None:
+    """RBAC that does not cover the Lease is not an outage to retry: the elector stops and the
+    controller exits with the fix (the shipped Role once lacked ``patch``, and the Lease once went
+    to ``default``, outside the Role's namespace)."""
+    from mclease_core import ConfigurationError
+
+    nobody = kube_cluster.kubeconfig_for_service_account(namespace, "no-rbac")
+    storage = CoordinationLeaseStorage(kube_cluster.api_client(nobody), namespace)
+    with pytest.raises(ConfigurationError) as refused:
+        storage.read("mclease-controller-east")
+    message = str(refused.value)
+    assert "403 Forbidden" in message
+    assert 'cannot get resource "leases"' in message
+    assert "config/rbac/leader_election_role.yaml" in message
+    assert f"namespace {namespace!r}" in message
+    assert "\n" not in message

@@ -28,6 +28,7 @@ import base64
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -341,6 +342,8 @@ class KubeCluster:
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
+    audit: bool = False
+    """Record every request (who, verb, resource, response code) in :attr:`audit_log`."""
     _processes: list[_Process] = field(default_factory=list, repr=False)
     _clients: list[Any] = field(default_factory=list, repr=False)
     _ca: _KeyPair | None = field(default=None, repr=False)
@@ -366,6 +369,23 @@ class KubeCluster:
     @property
     def apiserver_log(self) -> Path:
         return self.workdir / "kube-apiserver.log"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines, one per request) when started with audit."""
+        return self.workdir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every request the audit log holds so far, once each (its latest stage: a watch that
+        is still open shows as ResponseStarted)."""
+        if not self.audit_log.exists():
+            return []
+        latest: dict[str, dict[str, Any]] = {}
+        for line in self.audit_log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                latest[event["auditID"]] = event
+        return list(latest.values())
 
     @property
     def pids(self) -> list[int]:
@@ -450,6 +470,22 @@ class KubeCluster:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",
+            *(self._audit_argv() if self.audit else []),
+        ]
+
+    def _audit_argv(self) -> list[str]:
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        path = _write(self.workdir / "audit-policy.yaml", yaml.safe_dump(policy).encode(), 0o644)
+        return [
+            f"--audit-policy-file={path}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
         ]
 
     def _launch(self, name: str, argv: list[str]) -> _Process:
@@ -721,11 +757,14 @@ def start_cluster(name: str, workdir: Path, assets: KubeAssets | None = None) ->
 
 
 def start_clusters(
-    names: Sequence[str], root: Path, assets: KubeAssets | None = None
+    names: Sequence[str], root: Path, assets: KubeAssets | None = None, *, audit: bool = False
 ) -> dict[str, KubeCluster]:
-    """Start one independent control plane per name, in ``root/<name>``, side by side."""
+    """Start one independent control plane per name, in ``root/<name>``, side by side
+    (``audit``: each records every request in its :attr:`KubeCluster.audit_log`)."""
     found = assets or find_assets()
-    clusters = _start_fresh(lambda: [KubeCluster(name, root / name, found) for name in names])
+    clusters = _start_fresh(
+        lambda: [KubeCluster(name, root / name, found, audit=audit) for name in names]
+    )
     return {cluster.name: cluster for cluster in clusters}
 
 

@@ -1,0 +1,51 @@
+"""Fixtures of the deployment-as-shipped tests (see shipped.py for what "as shipped" means).
+
+Session scope: the release (the Dockerfile's wheel build and install into a fresh venv, about a
+minute with a warm pip cache). Module scope: two test-bed clusters whose API servers keep an audit
+log (which requests each identity sent), and one password-protected redis-server as the shared
+store. Missing binaries fail the tests with how to install them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mclease_core.testing import ServerProcess, redis_server, server_or_fail
+from tests.deploy import shipped
+from tests.kube.testbed import AssetsMissingError, KubeCluster, start_clusters
+from tests.support import CANARY_PASSWORDS
+
+STORE_PASSWORD = CANARY_PASSWORDS[0]
+"""The shared Redis's password: it reaches the controllers only through the Secret."""
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory: pytest.TempPathFactory) -> shipped.Release:
+    return shipped.install_release(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture(scope="module")
+def audited_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, KubeCluster]]:
+    try:
+        clusters = start_clusters(["east", "west"], tmp_path_factory.mktemp("clusters"), audit=True)
+    except AssetsMissingError as exc:
+        pytest.fail(f"{exc}; run `make kube-assets`", pytrace=False)
+    try:
+        yield clusters
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def protected_redis() -> Iterator[ServerProcess]:
+    with server_or_fail(redis_server("--requirepass", STORE_PASSWORD)) as server:
+        yield server
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
