@@ -157,6 +157,8 @@ class MultiClusterLeaseLock:
         self.clock = clock
         self._api = k8s.CustomObjectsApi(single_attempt_client(api_client))
         self._deadline = Deadline(clock)
+        self._refused_reported = False
+        """Whether a refusal by RBAC was logged as a warning (once: the elector retries forever)."""
         self._last_seen: dict[str, Any] | None = None
         self.last_confirmation: Confirmation | None = None
         self.last_status: LeaseView | None = None
@@ -525,7 +527,25 @@ class MultiClusterLeaseLock:
         return confirmed
 
     def _call(self, method: Callable[..., Any], *args: Any, until: float) -> Any:
-        return self._deadline.call(method, *args, until=until)
+        try:
+            return self._deadline.call(method, *args, until=until)
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                self._warn_refused(exc)
+            raise
+
+    def _warn_refused(self, exc: ApiException) -> None:
+        """Say once why every call fails when RBAC refuses them (the elector only retries)."""
+        if self._refused_reported:
+            return
+        self._refused_reported = True
+        log.warning(
+            "%s: the API server refused the lock (%s); bind the ClusterRole mclease-candidate "
+            "to this pod's service account in namespace %s (config/rbac/candidate_role.yaml)",
+            self.describe(),
+            describe_error(exc),
+            self.namespace,
+        )
 
     def _duration_matches(self, record: Any) -> bool:
         written = getattr(record, "lease_duration", None)

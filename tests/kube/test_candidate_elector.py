@@ -88,10 +88,18 @@ def test_leads_with_a_fencing_token_and_hands_over_on_stop(
         assert handover < TIMING["lease_duration"], f"handover took {handover:.2f}s: no release?"
         assert second.started[0].fencing_token > first.started[0].fencing_token
         assert ("pod-a", "east") in second.leaders
-        events = k8s.CoreV1Api(mcl_cluster.api_client()).list_namespaced_event(namespace).items
-        reasons = [(event.reason, event.message) for event in events]
+        # Events are sent after the confirming status (they must not delay it): wait for them.
+        core = k8s.CoreV1Api(mcl_cluster.api_client())
+        wanted = ("LeaderChanged", "global leader is now 'pod-b'")
+        deadline = time.monotonic() + 5
+        while True:
+            events = core.list_namespaced_event(namespace).items
+            reasons = [(event.reason, event.message) for event in events]
+            if wanted in reasons or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert ("LeaderChanged", "global leader is now 'pod-a'") in reasons
-        assert ("LeaderChanged", "global leader is now 'pod-b'") in reasons
+        assert wanted in reasons
         assert any(reason == "Released" for reason, _ in reasons)
     finally:
         a.stop(timeout=10)

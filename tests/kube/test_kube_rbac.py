@@ -110,6 +110,33 @@ def test_candidate_is_confined_to_its_namespace(
     assert excinfo.value.status == 403
 
 
+def test_a_candidate_refused_by_rbac_says_so_once(
+    rbac_cluster: KubeCluster,
+    namespace: str,
+    candidate_kubeconfig: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The elector retries a refused lock forever; the lock says why once, with the fix."""
+    from mclease_core.kube import MultiClusterLeaseLock
+
+    other = f"{namespace}-unbound"
+    rbac_cluster.ensure_namespace(other)
+    lock = MultiClusterLeaseLock(
+        "job", other, "pod-a", api_client=rbac_cluster.api_client(candidate_kubeconfig),
+        lease_duration=6, renew_deadline=2, retry_period=1,
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="mclease.lock"):
+        for _ in range(3):
+            ok, error = lock.get("job", other)
+            assert not ok
+            assert error.status == 403
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "HTTP 403" in warnings[0]
+    assert "mclease-candidate" in warnings[0]
+    assert other in warnings[0]
+
+
 def test_controller_patches_status(
     rbac_cluster: KubeCluster, namespace: str, controller_kubeconfig: Path
 ) -> None:
