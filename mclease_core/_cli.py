@@ -63,6 +63,7 @@ from ._options import (
 from ._plugins import load_backends
 from ._runner import CommandNotRunnable, ElectedCommand, check_runnable
 from ._storage import Storage
+from ._urls import redact_text
 
 if TYPE_CHECKING:
     from .controller import ControllerConfig
@@ -85,14 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(args)
         code: int = args.handler(args)
     except CommandNotRunnable as exc:
-        print(f"mclease: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(exc, exc.exit_code)
     except (UsageError, ConfigurationError, ValueError) as exc:
-        print(f"mclease: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(exc, EXIT_USAGE)
     except MCLeaseError as exc:
-        print(f"mclease: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
+    return code
+
+
+def _fail(exc: Exception, code: int) -> int:
+    """One line on stderr; any URL in it redacted (argparse quotes what was typed)."""
+    print(f"mclease: error: {redact_text(str(exc))}", file=sys.stderr)
     return code
 
 
@@ -176,12 +180,14 @@ def _add_elect(commands: Any) -> None:
         required=True,
     )
     elect.value("--name", str, "the lease name", required=True)
-    elect.value(
+    # No environment variable for the identity: one value shared by several processes (a
+    # Deployment's env, or MCLEASE_IDENTITY that an outer elect gives its command) would make
+    # them all the same holder, each renewing the others' term: two leaders.
+    elect.parser.add_argument(
         "--identity",
-        str,
-        "this candidate's identity",
         default=f"{socket.gethostname()}-{os.getpid()}",
-        shown="HOSTNAME-PID",
+        help="this candidate's identity, unique per process (default: HOSTNAME-PID; no "
+        "environment variable, so that processes never share one by accident)",
     )
     elect.value("--cluster", str, "qualifies the identity", default="", shown="none")
     timing = LeaseTiming()
@@ -235,7 +241,8 @@ def _add_elect(commands: Any) -> None:
 ELECT_DESCRIPTION = """\
 Campaign for the lease NAME in the store at URL; run COMMAND while leading, and stop it
 (SIGTERM, then SIGKILL after --kill-grace) when leadership ends. COMMAND gets
-MCLEASE_FENCING_TOKEN, MCLEASE_LEASE_NAME and MCLEASE_IDENTITY in its environment.
+MCLEASE_FENCING_TOKEN, MCLEASE_LEASE_NAME and MCLEASE_IDENTITY in its environment, and
+none of the MCLEASE_* settings of this command (the store URL and password stay here).
 A DURATION is 15s, 1m30s, 500ms, 1h or a number of seconds.
 """
 

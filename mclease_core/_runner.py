@@ -245,7 +245,7 @@ class ElectedCommand:
         if current != term or deadline is None or self.elector.term != term:
             return  # the term already ended before we got here
         env = dict(
-            os.environ,
+            child_environment(os.environ),
             MCLEASE_LEASE_NAME=term.lease_name,
             MCLEASE_IDENTITY=term.identity,
             MCLEASE_FENCING_TOKEN=str(term.fencing_token),
@@ -437,3 +437,11 @@ class _Supervised:
             if self._control is not None:
                 os.close(self._control)
                 self._control = None
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: this one without the ``MCLEASE_*`` settings of ``elect``
+    (the store's URL and password are not the command's business, and a nested ``elect`` must
+    not inherit ``--try``, ``--timeout`` or the store)."""
+    return {name: value for name, value in environ.items() if not name.startswith("MCLEASE_")}
+

@@ -80,6 +80,15 @@ def seconds_option(
 # ----- redaction ---------------------------------------------------------------------------------
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s'\"]*[@?][^\s'\"]*")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a message that may quote a URL someone typed: argparse's "unrecognized
+    arguments", a bad environment variable) with :func:`redact` applied to every URL in it."""
+    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+
+
 def redact(url: str) -> str:
     """``url`` with its password (and any ``...password=``, ``...token=``, ``...secret=`` option
     value, and a "port" that is not a number) replaced by ``***``; user, host, path and the other

@@ -188,6 +188,9 @@ def test_timeout_bounds_the_wait_not_the_command(url: str) -> None:
 
 
 def test_elect_takes_every_flag_from_the_environment(url: str, tmp_path: Path) -> None:
+    """Every flag but --identity (per process by design: an inherited MCLEASE_IDENTITY made a
+    nested elect the outer holder, two leaders); the command sees its own identity and none of
+    the settings."""
     marker = tmp_path / "identity"
     env = environment(
         MCLEASE_STORAGE=url,
@@ -200,10 +203,13 @@ def test_elect_takes_every_flag_from_the_environment(url: str, tmp_path: Path) -
         MCLEASE_TRY="true",
         MCLEASE_LOG_LEVEL="warning",
     )
-    command = ["sh", "-c", f'echo "$MCLEASE_IDENTITY" > {marker}; exit 4']
+    command = ["sh", "-c", f'echo "$MCLEASE_IDENTITY $MCLEASE_STORAGE" > {marker}; exit 4']
     result = mclease("elect", "--", *command, env=env)
     assert result.returncode == 4, result.stderr
-    assert marker.read_text().strip() == "from-env"
+    identity, *settings = marker.read_text().split()
+    assert identity != "from-env"
+    assert identity.rsplit("-", 1)[-1].isdigit(), identity  # HOSTNAME-PID
+    assert settings == [], "the command got MCLEASE_STORAGE"
     assert result.stderr == "", "MCLEASE_LOG_LEVEL=warning: no info lines"
 
 

@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -375,8 +376,12 @@ def test_help_shows_every_flags_variable_and_default(
         flags = [f for f in action.option_strings if f.startswith("--")]
         if not flags or action.help == argparse.SUPPRESS or flags[0] in ("--help", "--version"):
             continue
-        variable = "MCLEASE_" + flags[0][2:].upper().replace("-", "_")
         help_text = str(action.help)
+        assert "default: " in help_text or "required" in help_text, flags[0]
+        if flags[0] == "--identity":  # per process by design: see the test below
+            assert "no environment variable" in help_text
+            continue
+        variable = "MCLEASE_" + flags[0][2:].upper().replace("-", "_")
         assert f"env: {variable}" in help_text, flags[0]
         assert "default: " in help_text or "required" in help_text, flags[0]
         assert f"env: {variable}" in shown, flags[0]
@@ -479,3 +484,23 @@ def test_usage_errors_are_one_line_with_a_pointer_to_help(
 ) -> None:
     assert main(["elect", *argv]) == 2
     assert re.search(r"\(see mclease( elect)? --help\)$", one_error_line(capsys))
+
+
+def test_the_identity_never_comes_from_the_environment() -> None:
+    """An outer ``elect`` gives its command MCLEASE_IDENTITY; a nested ``elect`` that took it as
+    its own identity renewed the outer holder's records: two processes led the same lease."""
+    args = parsed([*ELECT, "--", "true"], MCLEASE_IDENTITY="outer-holder")
+    assert args.identity != "outer-holder"
+    assert args.identity.endswith(f"-{os.getpid()}")
+
+
+def test_the_command_gets_none_of_the_settings_of_elect() -> None:
+    from mclease_core._runner import child_environment
+
+    parent = {
+        "PATH": "/bin",
+        "MCLEASE_STORAGE": "redis://h/0",
+        "MCLEASE_STORAGE_PASSWORD": "x",
+        "MCLEASE_TRY": "true",
+    }
+    assert child_environment(parent) == {"PATH": "/bin"}

@@ -156,6 +156,24 @@ def test_a_malformed_url_with_the_password() -> None:
     assert "database number" in run.last_line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("backends", "--storage", f"redis://:{PW}@127.0.0.1:1/0"),  # a flag the command lacks
+        ("--storage", f"redis://:{PW}@127.0.0.1:1/0", "backends"),  # taken for the command
+        ("elect", "--storage", "memory://", "--name", "n", "--timeout", f"redis://:{PW}@h/0"),
+        ("elect", "--storage", f"gs://mclease:{PW}@my-bucket/leases", "--name", "n", "--try"),
+    ],
+    ids=["unrecognized", "invalid-choice", "bad-duration", "gs-user-info"],
+)
+def test_usage_errors_that_quote_what_was_typed(args: tuple[str, ...]) -> None:
+    """argparse quotes a misplaced argument as typed; the CLI redacts every URL it prints."""
+    run = run_mclease(*args, "--", "true") if "elect" in args else run_mclease(*args)
+    check_no_secret(run)
+    assert run.code == 2
+    assert "***" in run.last_line
+
+
 def test_a_password_that_needed_percent_encoding() -> None:
     run = run_mclease(*_elect(f"redis://:{AWKWARD}@127.0.0.1:{free_port()}/0"))
     check_no_secret(run)

@@ -65,6 +65,17 @@ the follower's poll (P) after its own local lease expiry (P), the other controll
 period, one confirmation, and slack."""
 
 
+MCL_GROUP = "multicluster.core.cnrm.cloud.google.com"
+RARE_GRANTS = {
+    (MCL_GROUP, "multiclusterleases", "get"): "the controller reads one lease whose cached copy "
+    "it dropped after a conflict or a failed reconcile (tests/kube/test_kube_rbac.py)",
+    (MCL_GROUP, "multiclusterleases", "patch"): "upstream gke-labs' Go lock renews with a merge "
+    "patch; the candidates here (Python lock) send update",
+}
+"""Grants the scenario need not exercise, each with the path that needs it. Everything else the
+roles grant must be sent, and everything sent must be granted."""
+
+
 # ----- processes as pods ------------------------------------------------------------------------
 
 
@@ -346,8 +357,8 @@ def check_requests_match_roles(clusters: Sequence[Cluster]) -> None:
             sent = shipped.requests_of(events, user)
             refused = {grant: codes for grant, codes in sent.items() if 403 in codes}
             assert not refused, f"{c.name}: {user} was refused {refused}"
-            granted = shipped.granted(c.documents, *roles)
-            assert set(sent) == granted, (
+            granted = shipped.granted(c.documents, *roles) - RARE_GRANTS.keys()
+            assert set(sent) - RARE_GRANTS.keys() == granted, (
                 f"{c.name}: {user}: sent but not granted {sorted(set(sent) - granted)}; "
                 f"granted but never sent {sorted(granted - set(sent))}"
             )
@@ -366,7 +377,10 @@ def check_no_password_anywhere(clusters: Sequence[Cluster]) -> None:
         outputs.append((f"{c.name} audit", c.cluster.audit_log.read_text()))
     for where, text in outputs:
         assert STORE_PASSWORD not in text, f"the store password appears in {where}"
-        assert "Traceback" not in text or "audit" in where, f"a traceback in {where}"
+    for c in clusters:  # the product's processes (the candidates are test doubles)
+        for replica in c.replicas:
+            text = replica.log_path.read_text(errors="replace")
+            assert "Traceback" not in text, f"a traceback in {c.name}/{replica.name}"
 
 
 # ----- the defaults refuse to start ---------------------------------------------------------------

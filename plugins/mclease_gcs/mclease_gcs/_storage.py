@@ -115,6 +115,11 @@ class GCSStorage(Storage):
                 f"invalid GCS URL {redact(url)!r}: expected gs://bucket[/prefix][?timeout=SECONDS"
                 "&deadline=SECONDS&project=ID&endpoint=URL&anonymous=true]"
             )
+        if "@" in parts.netloc:
+            raise ConfigurationError(
+                f"invalid GCS URL {redact(url)!r}: gs:// takes no user or password; credentials "
+                "come from Application Default Credentials (Workload Identity in GKE)"
+            )
         options = url_options(url, _OPTIONS, backend="gs")
         return cls(
             parts.netloc,
