@@ -92,14 +92,17 @@ def install_release(workdir: Path) -> Release:
         (build[0], sys.executable),
         (install_command, str(root / "bin/python")),
     ):
-        subprocess.run(
+        step = subprocess.run(
             ["sh", "-c", command.replace(IMAGE_WHEEL_DIR, shlex.quote(str(wheels)))],
             cwd=REPO_ROOT,
             env={**clean_environment(root / "bin"), "PYTHON": python},
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
             timeout=600,
+        )
+        assert step.returncode == 0, (
+            f"the Dockerfile step `{command}` failed ({step.returncode}):\n{step.stderr[-3000:]}"
         )
     return Release(root, sorted(p.name for p in wheels.glob("*.whl")))
 
