@@ -26,8 +26,8 @@ SRC="${ROOT}/tests/e2e/gocandidate"
 PARENT="${MCLEASE_GO_CANDIDATE_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/mclease/go-candidate}"
 NAME="mclease-go-candidate"
 
-log() { echo "go-candidate.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 
 # The hash of the sources: every file's name and content, in a fixed order.
 source_hash() {
@@ -44,7 +44,6 @@ source_hash() {
 DIR="${PARENT}/$(source_hash)"
 BIN="${DIR}/${NAME}"
 
-is_built() { [[ -x "${BIN}" ]]; }
 
 build() {
   export PATH="/usr/local/go/bin:${PATH}"
@@ -62,24 +61,6 @@ build() {
   mv "${tmp}" "${DIR}"
   trap - EXIT
   log "built in $((SECONDS - start))s: ${BIN}"
-}
-
-# One build at a time (parallel make targets, test sessions, two checkouts sharing the cache).
-locked_build() {
-  mkdir -p "${PARENT}"
-  exec 9>"${PARENT}/.lock"
-  command -v flock >/dev/null && flock 9
-  is_built || build
-}
-
-main() {
-  case "${1:-}" in
-    --print-path) echo "${BIN}" ;;
-    --check) is_built || die "no ${NAME} at ${BIN}; run hack/go-candidate.sh"; echo "${BIN}" ;;
-    "") is_built || locked_build; echo "${BIN}" ;;
-    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-    *) die "unknown argument: $1 (try --help)" ;;
-  esac
 }
 
 main "$@"

@@ -37,10 +37,9 @@ PARENT="${MCLEASE_HELM_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/mclease/helm}"
 DIR="${PARENT}/${HELM_VERSION}"
 BIN="${DIR}/helm"
 
-log() { echo "helm.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=lib/cached-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cached-build.sh"
 
-is_built() { [[ -x "${BIN}" ]]; }
 
 go_env() {
   export PATH="/usr/local/go/bin:${PATH}"
@@ -100,24 +99,6 @@ build() {
   mv "${tmp}" "${DIR}"
   trap - EXIT
   log "built in $((SECONDS - start))s: ${BIN}"
-}
-
-# One build at a time (parallel make targets, test sessions, two checkouts sharing the cache).
-locked_build() {
-  mkdir -p "${PARENT}"
-  exec 9>"${PARENT}/.lock"
-  command -v flock >/dev/null && flock 9
-  is_built || build
-}
-
-main() {
-  case "${1:-}" in
-    --print-path) echo "${BIN}" ;;
-    --check) is_built || die "no helm at ${BIN}; run hack/helm.sh (make helm)"; echo "${BIN}" ;;
-    "") is_built || locked_build; echo "${BIN}" ;;
-    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
-    *) die "unknown argument: $1 (try --help)" ;;
-  esac
 }
 
 main "$@"

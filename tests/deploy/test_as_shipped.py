@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from tests.deploy import shipped
 from tests.deploy.conftest import STORE_PASSWORD
 from tests.e2e import harness
 from tests.e2e.harness import CandidateProcess, ManagedProcess, wait_for, wait_for_leader
-from tests.kube.testbed import KubeCluster, apply_manifest, wait_crd_established
+from tests.kube.testbed import KubeCluster, apply_manifest, find_kubectl, wait_crd_established
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.kube]
 
@@ -91,12 +89,7 @@ class Replica(ManagedProcess):
         self.cwd = workdir
 
     def probe(self, path: str) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.health_port}{path}"
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        return harness.probe(self.health_port, path)
 
     def identity_matches(self, holder: str) -> bool:
         return holder == self.pod.name or holder.endswith(f"_{self.pid}")
@@ -389,7 +382,7 @@ def check_no_password_anywhere(clusters: Sequence[Cluster]) -> None:
 def test_the_defaults_refuse_to_start_until_the_cluster_name_and_store_are_set(
     release: shipped.Release, workdir: Path
 ) -> None:
-    kubectl = harness_kubectl()
+    kubectl = find_kubectl()
     documents = shipped.render(kubectl, workdir, base="default", literals={})
     name_missing = run_pod(documents, release, workdir)
     assert name_missing.returncode == 2
@@ -404,14 +397,6 @@ def test_the_defaults_refuse_to_start_until_the_cluster_name_and_store_are_set(
     assert store_missing.returncode == 2
     assert store_missing.stderr.count("\n") == 1, store_missing.stderr
     assert "set-the-shared-store" in store_missing.stderr
-
-
-def harness_kubectl() -> Path:
-    from tests.kube.testbed import find_assets
-
-    kubectl = find_assets().kubectl
-    assert kubectl is not None, "kubectl not found; run `make kube-assets`"
-    return kubectl
 
 
 def run_pod(

@@ -233,6 +233,15 @@ class ManagedProcess:
         return f"<{type(self).__name__} {self.name} pid={pid}>"
 
 
+def probe(port: int, path: str) -> bool:
+    """A kubelet-style HTTP probe of ``127.0.0.1:port``: true on 200, false otherwise."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
 class ControllerProcess(ManagedProcess):
     """``mclease controller`` for one cluster, watching one namespace."""
 
@@ -262,12 +271,7 @@ class ControllerProcess(ManagedProcess):
         super().__init__(name, argv, workdir / f"{name}.log")
 
     def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.health_port}/readyz"
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        return probe(self.health_port, "/readyz")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         def check() -> bool:

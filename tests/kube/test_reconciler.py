@@ -384,36 +384,25 @@ def test_deletion_completes_a_hold_after_it_while_the_candidate_keeps_signalling
 # ----- errors and hostile input -----------------------------------------------------------------
 
 
-def test_a_store_outage_sets_the_condition_and_confirms_nobody(harness: Harness) -> None:
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("down", "down"), ("refusing", "refused the credentials")],
+    ids=["outage", "refused-credentials"],
+)
+def test_a_store_fault_sets_the_condition_confirms_nobody_and_recovers(
+    harness: Harness, fault: str, message: str
+) -> None:
+    """An outage, or a store that starts refusing the credentials (a rotated password): a
+    condition and a retry; the lease's elector is rebuilt, not left stopped for good."""
     harness.start()
-    harness.store.down = True
+    setattr(harness.store, fault, True)
     harness.signal()
     assert harness.reconcile() is Action.CONTEND
     healthy = harness.condition("BackendHealthy")
     assert healthy["status"] == "False"
-    assert "down" in healthy["message"]
+    assert message in healthy["message"]
     assert not harness.confirms("pod-a")
-    harness.store.down = False
-    harness.signal()
-    harness.reconcile()
-    assert harness.status()["globalHolderIdentity"] == "pod-a"
-    assert harness.condition("BackendHealthy")["status"] == "True"
-
-
-def test_credentials_the_store_refuses_while_running_set_the_condition_and_recover(
-    harness: Harness,
-) -> None:
-    """A store that starts refusing the credentials (a rotated password) is a condition and a
-    retry, like an outage: the lease's elector is rebuilt, not left stopped for good."""
-    harness.start()
-    harness.store.refusing = True
-    harness.signal()
-    harness.reconcile()
-    healthy = harness.condition("BackendHealthy")
-    assert healthy["status"] == "False"
-    assert "refused the credentials" in healthy["message"]
-    assert not harness.confirms("pod-a")
-    harness.store.refusing = False
+    setattr(harness.store, fault, False)
     harness.signal()
     harness.reconcile()
     assert harness.status()["globalHolderIdentity"] == "pod-a"

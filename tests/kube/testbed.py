@@ -60,6 +60,7 @@ __all__ = [
     "KubeCluster",
     "apply_manifest",
     "find_assets",
+    "find_kubectl",
     "running_cluster",
     "start_cluster",
     "start_clusters",
@@ -120,6 +121,17 @@ def find_assets() -> KubeAssets:
     return KubeAssets(
         directory / "kube-apiserver", directory / "etcd", Path(found) if found else None
     )
+
+
+def find_kubectl() -> Path:
+    """The kubectl of :func:`find_assets` (beside kube-apiserver, else on PATH)."""
+    kubectl = find_assets().kubectl
+    if kubectl is None:
+        raise AssetsMissingError(
+            "kubectl not found beside kube-apiserver nor on PATH; run hack/kube-assets.sh "
+            "(make kube-assets)"
+        )
+    return kubectl
 
 
 # --- certificates -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import pytest
 import yaml
 
 from tests.deploy.shipped import render as kustomize_overlay
-from tests.kube.testbed import AssetsMissingError, find_assets
+from tests.kube.testbed import find_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mclease"
@@ -84,15 +84,6 @@ def helm() -> Path:
     if not os.access(path, os.X_OK):
         pytest.fail(f"no helm at {path}; run `make helm` (hack/helm.sh builds it)", pytrace=False)
     return path
-
-
-def kubectl() -> Path:
-    try:
-        found = find_assets().kubectl
-    except AssetsMissingError as exc:
-        pytest.fail(f"{exc}; run `make kube-assets`", pytrace=False)
-    assert found is not None, "kubectl not found beside kube-apiserver; run `make kube-assets`"
-    return found
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -226,7 +217,9 @@ OVERLAYS: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
 def rendered_pair(tmp_path: Path, overlay: str) -> tuple[Keyed, Keyed]:
     """(chart, kustomize) objects of ``overlay``, normalized, by (kind, name)."""
     base, literals, values = OVERLAYS[overlay]
-    kustomized = kustomize_overlay(kubectl(), tmp_path / "kustomize", base=base, literals=literals)
+    kustomized = kustomize_overlay(
+        find_kubectl(), tmp_path / "kustomize", base=base, literals=literals
+    )
     if overlay == "gcs":  # the overlay's placeholder account, set as a user's overlay would
         account = one(kustomized, "ServiceAccount")["metadata"]["annotations"]
         account["iam.gke.io/gcp-service-account"] = GOOGLE_ACCOUNT
@@ -399,7 +392,7 @@ def test_the_service_monitor_is_config_prometheus(tmp_path: Path) -> None:
     values = required(metrics={"serviceMonitor": {"enabled": True, "labels": release}})
     monitor = one(template(tmp_path, values), "ServiceMonitor")
     result = subprocess.run(
-        [str(kubectl()), "kustomize", str(ROOT / "config" / "prometheus")],
+        [str(find_kubectl()), "kustomize", str(ROOT / "config" / "prometheus")],
         capture_output=True, text=True, timeout=60, check=True,
     )
     shipped = one([doc for doc in yaml.safe_load_all(result.stdout) if doc], "ServiceMonitor")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.testbed import AssetsMissingError, find_assets
+from tests.kube.testbed import find_kubectl
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 KUSTOMIZATIONS = sorted(
@@ -25,18 +25,9 @@ KUSTOMIZATIONS = sorted(
 DEPLOYABLE = ["default", "overlays/redis", "overlays/etcd", "overlays/gcs", "overlays/sqlite-kind"]
 
 
-def kubectl() -> Path:
-    try:
-        found = find_assets().kubectl
-    except AssetsMissingError as exc:
-        pytest.fail(f"{exc}; run `make kube-assets`", pytrace=False)
-    assert found is not None, "kubectl not found beside kube-apiserver; run `make kube-assets`"
-    return found
-
-
 def render(folder: str) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [str(kubectl()), "kustomize", str(CONFIG / folder)],
+        [str(find_kubectl()), "kustomize", str(CONFIG / folder)],
         capture_output=True,
         text=True,
         timeout=60,
