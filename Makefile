@@ -5,18 +5,19 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/mclease_*))
-LINTED := mclease_core tests bench demo $(PLUGINS)
+LINTED := mclease_core devtools tests bench demo $(PLUGINS)
 
 .PHONY: dev demo demo-elect test test-fast lint bench clean kube-assets test-servers go-candidate test-e2e-kind helm
 
-## dev: create .venv with the core and every plugin installed editable, plus the test tools
+## dev: create .venv with the core, every plugin and the dev harness (devtools/) installed
+## editable, plus the test tools
 dev: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements-dev.txt $(wildcard plugins/*/pyproject.toml)
+$(VENV)/.installed: pyproject.toml requirements-dev.txt devtools/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
-		-e '.[test,controller]' $(foreach plugin,$(PLUGINS),-e ./$(plugin))
+		-e '.[test,controller]' $(foreach plugin,$(PLUGINS),-e ./$(plugin)) -e ./devtools
 	touch $@
 
 ## demo: two real local clusters, a controller and a candidate in each, one SQLite store;
@@ -28,10 +29,11 @@ demo: dev kube-assets
 demo-elect: dev
 	$(PY) demo/elect_demo.py
 
-## lint: ruff on everything, mypy --strict on the packages
+## lint: ruff (checks and formatting) on everything, mypy --strict on the packages
 lint: dev
 	$(VENV)/bin/ruff check $(LINTED)
-	$(VENV)/bin/mypy --strict mclease_core $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy --strict mclease_core devtools/mclease_dev $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
 
 ## test: lint, then every test (installs or builds the test servers first)
 test: dev lint test-servers kube-assets go-candidate helm

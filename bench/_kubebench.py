@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CANDIDATE = Path(__file__).with_name("_candidate.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
 ) -> Any:

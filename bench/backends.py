@@ -36,12 +36,7 @@ from _common import Row, measure, report, summarize, with_ratio
 
 from mclease_core import Storage, encode_lease_data
 from mclease_core.conformance import sample_lease_data
-from mclease_core.testing import (
-    FAKE_GCS_BUCKET,
-    etcd_server,
-    fake_gcs_server,
-    redis_server,
-)
+from mclease_dev.servers import FAKE_GCS_BUCKET, etcd_server, fake_gcs_server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench/lease"
@@ -51,8 +46,13 @@ COUNTS = {"redis": 3000, "etcd": 1500, "gcs": 600}
 class Pair:
     """Our store and the raw client's equivalent operations on one lease."""
 
-    def __init__(self, store: Storage, raw_read: Callable[[], object],
-                 raw_cas: Callable[[int], int], raw_name: str):
+    def __init__(
+        self,
+        store: Storage,
+        raw_read: Callable[[], object],
+        raw_cas: Callable[[int], int],
+        raw_name: str,
+    ):
         self.store = store
         self.raw_read = raw_read
         self.raw_cas = raw_cas
@@ -137,7 +137,8 @@ def etcd_pair() -> Iterator[Pair]:
         def raw_cas(version: int) -> int:
             _, responses = client.transaction(
                 compare=[txn.mod(full) == version],
-                success=[txn.put(full, payload), txn.get(full)], failure=[],
+                success=[txn.put(full, payload), txn.get(full)],
+                failure=[],
             )
             return int(responses[1][0][1].mod_revision)
 
@@ -154,22 +155,28 @@ def gcs_pair() -> Iterator[Pair]:
 
     with fake_gcs_server() as server:
         endpoint = f"http://{server.address}"
-        store = GCSStorage.from_url(f"gs://{FAKE_GCS_BUCKET}/bench?endpoint={endpoint}"
-                                    "&anonymous=true")
-        client = storage.Client(project="bench", credentials=AnonymousCredentials(),
-                                client_options={"api_endpoint": endpoint})
+        store = GCSStorage.from_url(
+            f"gs://{FAKE_GCS_BUCKET}/bench?endpoint={endpoint}&anonymous=true"
+        )
+        client = storage.Client(
+            project="bench",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+        )
         bucket = client.bucket(FAKE_GCS_BUCKET)
         name = store.object_name(KEY)
         payload = encode_lease_data(sample_lease_data("bench"))
 
         def raw_cas(version: int) -> int:
             blob = bucket.blob(name)
-            blob.upload_from_string(payload, content_type="application/json",
-                                    if_generation_match=version)
+            blob.upload_from_string(
+                payload, content_type="application/json", if_generation_match=version
+            )
             return int(blob.generation)
 
-        yield Pair(store, lambda: bucket.blob(name).download_as_bytes(), raw_cas,
-                   "google-cloud-storage")
+        yield Pair(
+            store, lambda: bucket.blob(name).download_as_bytes(), raw_cas, "google-cloud-storage"
+        )
         client.close()
 
 
@@ -180,8 +187,13 @@ def conformance_row(backend: str) -> Row:
     """Wall time of the plugin's conformance suite, run by pytest in a subprocess."""
     path = ROOT / "plugins" / f"mclease_{backend}" / "tests" / "test_conformance.py"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", str(path)],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - started
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
     return Row("conformance", backend, extra={"wall_s": round(wall, 1), "result": summary})

@@ -91,7 +91,7 @@ from mclease_core._crd import CRD_NAME, crd_manifest
 from mclease_core.kube import MultiClusterLeaseLock
 from mclease_core.kube._lock import confirmation_bound
 from mclease_core.kube._resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, format_time
-from mclease_core.testing import redis_server
+from mclease_dev.servers import redis_server
 
 
 def _shortest_valid(renew_deadline: int, retry_period: int, at_least: int) -> tuple[int, int, int]:
@@ -191,8 +191,16 @@ def confirmed_at(
     return None
 
 
-def bench_leader(cluster: Any, store: str, url: str, workdir: Path, calls: int,
-                 steady_seconds: float, follower_seconds: float, only: set[str]) -> list[Row]:
+def bench_leader(
+    cluster: Any,
+    store: str,
+    url: str,
+    workdir: Path,
+    calls: int,
+    steady_seconds: float,
+    follower_seconds: float,
+    only: set[str],
+) -> list[Row]:
     namespace = new_name(f"lat-{store}")
     cluster.ensure_namespace(namespace)
     rows: list[Row] = []
@@ -260,8 +268,15 @@ def bench_leader(cluster: Any, store: str, url: str, workdir: Path, calls: int,
                 extra={"matched": len(visible), "max_ms": ms(max(visible)), **context},
             ))  # fmt: skip
         if "ops" in only:
-            rows.append(ops_row(f"{store}: leader, {len(samples)} back-to-back renewals",
-                                ops, len(samples), "renewal", context["load"]))
+            rows.append(
+                ops_row(
+                    f"{store}: leader, {len(samples)} back-to-back renewals",
+                    ops,
+                    len(samples),
+                    "renewal",
+                    context["load"],
+                )
+            )
             rows.append(steady_renewals(controller, renew, store, steady_seconds))
         watch.stop()
     if "ops" in only:
@@ -296,8 +311,13 @@ def steady_renewals(controller: ControllerChild, renew: Any, store: str, seconds
         confirmed += renew()[0]
         time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     ops = difference(storage_ops(controller.metrics()), before)
-    return ops_row(f"{store}: leader, a renewal every 1 s, controller reconciles every 0.5 s",
-                   ops, confirmed, "renewal", f"{load_before} -> {load()}")
+    return ops_row(
+        f"{store}: leader, a renewal every 1 s, controller reconciles every 0.5 s",
+        ops,
+        confirmed,
+        "renewal",
+        f"{load_before} -> {load()}",
+    )
 
 
 def follower_reads(cluster: Any, store: str, url: str, workdir: Path, seconds: float) -> Row:
@@ -305,8 +325,9 @@ def follower_reads(cluster: Any, store: str, url: str, workdir: Path, seconds: f
     namespace = new_name(f"fol-{store}")
     cluster.ensure_namespace(namespace)
     storage = load_backends().open(url)
-    other = LeaderElector(storage, f"{namespace}/bench", "app-0", cluster="west",
-                          timing=LeaseTiming(6, 3, 1))
+    other = LeaderElector(
+        storage, f"{namespace}/bench", "app-0", cluster="west", timing=LeaseTiming(6, 3, 1)
+    )
     controller = ControllerChild(
         "east", cluster.kubeconfig, url, namespace, workdir, retry_period=CONTROLLER_RETRY
     ).start()
@@ -332,8 +353,13 @@ def follower_reads(cluster: Any, store: str, url: str, workdir: Path, seconds: f
         controller.stop()
         other.stop(timeout=5)
         storage.close()
-    row = ops_row(f"{store}: follower (candidate not live, held by west)", ops,
-                  int(ops["reconciles"]), "reconcile", f"{load_before} -> {load()}")
+    row = ops_row(
+        f"{store}: follower (candidate not live, held by west)",
+        ops,
+        int(ops["reconciles"]),
+        "reconcile",
+        f"{load_before} -> {load()}",
+    )
     row.extra["status_names"] = holder
     row.extra.pop("reconciles/reconcile", None)
     row.extra["seconds"] = seconds
@@ -365,8 +391,15 @@ class Sides:
             self.watches[name] = LeaseWatch(cluster.api_client(), self.namespace).start()
 
     def candidate(self, cluster: str, identity: str) -> CandidateChild:
-        child = CandidateChild(cluster, self.clusters[cluster].kubeconfig, self.namespace,
-                               "singleton", identity, self.workdir, FAILOVER_TIMING)
+        child = CandidateChild(
+            cluster,
+            self.clusters[cluster].kubeconfig,
+            self.namespace,
+            "singleton",
+            identity,
+            self.workdir,
+            FAILOVER_TIMING,
+        )
         self.children.append(child.start())
         return child
 
@@ -402,8 +435,9 @@ def failover_run(clusters: dict[str, Any], url: str, workdir: Path) -> dict[str,
     sides = Sides(clusters, url, workdir)
     try:
         candidates = [sides.candidate("east", "app-0"), sides.candidate("west", "app-1")]
-        leader = wait_for(lambda: next((c for c in candidates if c.leading()), None), 40,
-                          "a first leader")
+        leader = wait_for(
+            lambda: next((c for c in candidates if c.leading()), None), 40, "a first leader"
+        )
         (follower,) = [c for c in candidates if c is not leader]
         led_from = leader.first("started") or time.monotonic()
         wait_for(lambda: settled(leader, follower, led_from), 20, "leader and follower to settle")
@@ -415,8 +449,11 @@ def failover_run(clusters: dict[str, Any], url: str, workdir: Path) -> dict[str,
         killed = leader.signal(signal.SIGKILL)
         assert leader.popen is not None
         leader.popen.wait(10)
-        took_over = wait_for(lambda: follower.first("started", killed), d + 2 * p + 15,
-                             "the other candidate to lead after kill -9")
+        took_over = wait_for(
+            lambda: follower.first("started", killed),
+            d + 2 * p + 15,
+            "the other candidate to lead after kill -9",
+        )
         result = {
             "crash": took_over - killed,
             "crash_since_last_signal": killed - last_signal,
@@ -427,15 +464,22 @@ def failover_run(clusters: dict[str, Any], url: str, workdir: Path) -> dict[str,
 
         # The killed pod comes back (same identity) and follows; then a graceful stop.
         restarted = sides.candidate(leader.cluster, leader.identity)
-        wait_for(lambda: settled(follower, restarted, took_over), 20,
-                 "the new leader and the restarted follower to settle")
+        wait_for(
+            lambda: settled(follower, restarted, took_over),
+            20,
+            "the new leader and the restarted follower to settle",
+        )
         time.sleep(random.uniform(0, p))
         terminated = follower.signal(signal.SIGTERM)
-        released = wait_for(lambda: follower.first("released", terminated), 10,
-                            "the leader to release")
+        released = wait_for(
+            lambda: follower.first("released", terminated), 10, "the leader to release"
+        )
         ok = next(f[2] for f in follower.lines() if f[0] == "released")
-        handed = wait_for(lambda: restarted.first("started", released), d + 15,
-                          "the restarted candidate to lead after the release")
+        handed = wait_for(
+            lambda: restarted.first("started", released),
+            d + 15,
+            "the restarted candidate to lead after the release",
+        )
         result.update({
             "handoff": handed - released,
             "handoff_from_sigterm": handed - terminated,
@@ -455,8 +499,9 @@ def _since(moment: float | None, origin: float) -> float:
     return math.nan if moment is None else moment - origin
 
 
-def bench_failover(clusters: dict[str, Any], store: str, url: str, workdir: Path,
-                   runs: int, budget: float) -> list[Row]:
+def bench_failover(
+    clusters: dict[str, Any], store: str, url: str, workdir: Path, runs: int, budget: float
+) -> list[Row]:
     d, _r, p = FAILOVER_TIMING
     results = []
     load_before = load()
@@ -558,10 +603,15 @@ class LoadDriver:
         }
 
     def create(self, name: str) -> None:
-        body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name},
-                "spec": self.spec(name)}
-        self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body,
-                                                 _request_timeout=30)
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name},
+            "spec": self.spec(name),
+        }
+        self.api.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body, _request_timeout=30
+        )
 
     def signal(self, name: str, due: float) -> None:
         started = time.monotonic()
@@ -569,14 +619,16 @@ class LoadDriver:
         for attempt in range(3):
             if current is None or attempt > 0:
                 current = self.api.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10)
+                    GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10
+                )
             body = copy.deepcopy(current)
             body.pop("status", None)
             body["spec"] = {**body.get("spec", {}), **self.spec(name)}
             sent = time.monotonic()
             try:
                 written = self.api.replace_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name, body, _request_timeout=10)
+                    GROUP, VERSION, self.namespace, PLURAL, name, body, _request_timeout=10
+                )
                 self.puts.append((sent, time.monotonic() - sent))
             except ApiException as exc:
                 if exc.status == 409:
@@ -624,14 +676,20 @@ class LoadDriver:
         }
 
 
-def load_step(cluster: Any, store: str, url: str, count: int, seconds: float,
-              workdir: Path, workers: int) -> Row:
+def load_step(
+    cluster: Any, store: str, url: str, count: int, seconds: float, workdir: Path, workers: int
+) -> Row:
     period = LOAD_TIMING.retry_period
     bound = confirmation_bound(LOAD_TIMING)
     namespace = new_name(f"load-{store}-{count}")
     cluster.ensure_namespace(namespace)
     controller = ControllerChild(
-        "east", cluster.kubeconfig, url, namespace, workdir, retry_period=LOAD_CONTROLLER_RETRY,
+        "east",
+        cluster.kubeconfig,
+        url,
+        namespace,
+        workdir,
+        retry_period=LOAD_CONTROLLER_RETRY,
         workers=workers,
     ).start()
     driver = LoadDriver(cluster.api_client(), namespace, count)
@@ -642,9 +700,14 @@ def load_step(cluster: Any, store: str, url: str, count: int, seconds: float,
         watch = LeaseWatch(cluster.api_client(), namespace, driver.on_event).start()
         list(pool.map(driver.create, driver.names))
         # The controller's first sight of each lease (generation 1) is not a heartbeat.
-        wait_for(lambda: all(status_of(driver.latest.get(n, {"metadata": {}}))[2] >= 1
-                             for n in driver.names),
-                 30 + 0.2 * count, "the controller to see every lease", interval=0.1)
+        wait_for(
+            lambda: all(
+                status_of(driver.latest.get(n, {"metadata": {}}))[2] >= 1 for n in driver.names
+            ),
+            30 + 0.2 * count,
+            "the controller to see every lease",
+            interval=0.1,
+        )
         rounds = max(1, round(seconds / period))
         warmup = WARMUP_ROUNDS
         origin = time.monotonic() + 0.2
@@ -703,7 +766,8 @@ def load_step(cluster: Any, store: str, url: str, count: int, seconds: float,
             "read/signal": round(ops["read"] / signals, 3) if signals else None,
             "reconciles/signal": round(ops["reconciles"] / signals, 2) if signals else None,
             "reconcile_mean_ms": ms(ops["reconcile_seconds"] / ops["reconciles"])
-            if ops["reconciles"] else None,
+            if ops["reconciles"]
+            else None,
             "queue_lag_mean_ms": ms(ops["lag_seconds"] / ops["lags"]) if ops["lags"] else None,
             "reconcile_errors": int(ops["errors"]),
             "conflicts": driver.conflicts,
@@ -717,8 +781,16 @@ def load_step(cluster: Any, store: str, url: str, count: int, seconds: float,
     )
 
 
-def bench_load(cluster: Any, store: str, url_for: Any, sizes: list[int], seconds: float,
-               workdir: Path, workers: int, compare_workers: int) -> list[Row]:
+def bench_load(
+    cluster: Any,
+    store: str,
+    url_for: Any,
+    sizes: list[int],
+    seconds: float,
+    workdir: Path,
+    workers: int,
+    compare_workers: int,
+) -> list[Row]:
     """Steps of N until one is saturated; then the first N that was not all on time again with
     ``compare_workers`` workers, to tell a controller short of workers from a machine short of
     CPU."""
@@ -734,17 +806,21 @@ def bench_load(cluster: Any, store: str, url_for: Any, sizes: list[int], seconds
         if on_time < SATURATED:
             break
     if first_late is not None and compare_workers and compare_workers != workers:
-        row = load_step(cluster, store, url_for(first_late), first_late, seconds, workdir,
-                        compare_workers)
+        row = load_step(
+            cluster, store, url_for(first_late), first_late, seconds, workdir, compare_workers
+        )
         rows.append(row)
         _progress(store, first_late, row)
     return rows
 
 
 def _progress(store: str, count: int, row: Row) -> None:
-    print(f"  load {store} N={count} ({row.subject}): on time {row.extra['on_time']}, "
-          f"p99 {row.p99_ms} ms, controller CPU {row.extra['ctrl_cpu']}, "
-          f"load {row.extra['load']}", flush=True)
+    print(
+        f"  load {store} N={count} ({row.subject}): on time {row.extra['on_time']}, "
+        f"p99 {row.p99_ms} ms, controller CPU {row.extra['ctrl_cpu']}, "
+        f"load {row.extra['load']}",
+        flush=True,
+    )
 
 
 # ----- the run ----------------------------------------------------------------------------------
@@ -752,21 +828,30 @@ def _progress(store: str, count: int, row: Row) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer calls and runs, shorter steps (a smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer calls and runs, shorter steps (a smoke run)"
+    )
     parser.add_argument("--only", default="latency,ops,failover,load")
     parser.add_argument("--stores", default="sqlite,redis")
-    parser.add_argument("--failover-stores", default=None,
-                        help="stores for the failover runs (default: --stores)")
+    parser.add_argument(
+        "--failover-stores", default=None, help="stores for the failover runs (default: --stores)"
+    )
     parser.add_argument("--runs", type=int, default=5, help="failover runs per store")
     parser.add_argument("--sizes", default="25,50,100,150,200,300")
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=4,
-                        help="the controller's --workers in the load steps (its default: 4)")
-    parser.add_argument("--compare-workers", type=int, default=16,
-                        help="re-run the first saturated load step with this many workers "
-                             "(0: do not)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="the controller's --workers in the load steps (its default: 4)",
+    )
+    parser.add_argument(
+        "--compare-workers",
+        type=int,
+        default=16,
+        help="re-run the first saturated load step with this many workers (0: do not)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -808,19 +893,53 @@ def main() -> int:
             sections: list[tuple[str, Any]] = []
             for store in stores:
                 if only & {"latency", "ops"}:
-                    sections.append((f"latency/ops {store}", lambda s=store: bench_leader(
-                        east, s, url(s, new_name("leader")), workdir, args.calls,
-                        8 if args.quick else 20, 5 if args.quick else 10, only)))
+                    sections.append(
+                        (
+                            f"latency/ops {store}",
+                            lambda s=store: bench_leader(
+                                east,
+                                s,
+                                url(s, new_name("leader")),
+                                workdir,
+                                args.calls,
+                                8 if args.quick else 20,
+                                5 if args.quick else 10,
+                                only,
+                            ),
+                        )
+                    )
             if "failover" in only:
                 for store in failover_stores:
-                    sections.append((f"failover {store}", lambda s=store: bench_failover(
-                        clusters, s, url(s, new_name("fo")), workdir, args.runs,
-                        budget=60 + 40 * args.runs)))
+                    sections.append(
+                        (
+                            f"failover {store}",
+                            lambda s=store: bench_failover(
+                                clusters,
+                                s,
+                                url(s, new_name("fo")),
+                                workdir,
+                                args.runs,
+                                budget=60 + 40 * args.runs,
+                            ),
+                        )
+                    )
             if "load" in only:
                 for store in stores:
-                    sections.append((f"load {store}", lambda s=store: bench_load(
-                        east, s, lambda n, s=s: url(s, new_name(f"load{n}")), sizes,
-                        args.step_seconds, workdir, args.workers, args.compare_workers)))
+                    sections.append(
+                        (
+                            f"load {store}",
+                            lambda s=store: bench_load(
+                                east,
+                                s,
+                                lambda n, s=s: url(s, new_name(f"load{n}")),
+                                sizes,
+                                args.step_seconds,
+                                workdir,
+                                args.workers,
+                                args.compare_workers,
+                            ),
+                        )
+                    )
             for title, section in sections:
                 began = time.monotonic()
                 print(f"- {title} (load {load()})", flush=True)
@@ -856,10 +975,19 @@ def main() -> int:
 
 def _commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}{' (work tree has uncommitted changes)' if dirty else ''}"

@@ -101,8 +101,9 @@ def kubectl_table(sites: list[harness.Site]) -> None:
     for site in sites:
         if site.cluster.assets.kubectl is None:
             return
-        result = site.cluster.kubectl("get", "multiclusterleases", "-n", site.namespace,
-                                      check=False)
+        result = site.cluster.kubectl(
+            "get", "multiclusterleases", "-n", site.namespace, check=False
+        )
         lines = (result.stdout or result.stderr).rstrip().splitlines()
         show(f"\n  $ kubectl --context {site.name} -n {site.namespace} get multiclusterleases")
         show("\n".join(f"    {line}" for line in lines))
@@ -132,8 +133,9 @@ def main() -> int:
             for cluster in clusters.values():
                 controller_kubeconfig = harness.prepare_cluster(cluster)
                 candidate_kubeconfig = harness.prepare_namespace(cluster, NAMESPACE)
-                sites.append(harness.Site(cluster, NAMESPACE, controller_kubeconfig,
-                                          candidate_kubeconfig))
+                sites.append(
+                    harness.Site(cluster, NAMESPACE, controller_kubeconfig, candidate_kubeconfig)
+                )
             say("demo", "both up; MultiClusterLease CRD and RBAC installed in each")
             store = f"sqlite:///{workdir / 'global-leases.db'}"
             controllers = [group.controller(site, store, wait=False) for site in sites]
@@ -146,17 +148,20 @@ def main() -> int:
             timeline.start()
             leader, first = harness.wait_for_leader(candidates, timeout=60)
             (follower,) = [c for c in candidates if c is not leader]
-            harness.wait_for(lambda: (last := leader.last_beat()) is not None and last - first > 3,
-                             timeout=20, message="three seconds of leadership")
+            harness.wait_for(
+                lambda: (last := leader.last_beat()) is not None and last - first > 3,
+                timeout=20,
+                message="three seconds of leadership",
+            )
             time.sleep(0.2)  # let the timeline print the statuses first
             kubectl_table(sites)
 
             killed_at = leader.kill()
-            say("demo", f"kill -9 {leader.label} (the leader: no release, its work dies)",
-                killed_at)
+            say(
+                "demo", f"kill -9 {leader.label} (the leader: no release, its work dies)", killed_at
+            )
             last_beat = leader.last_beat() or killed_at
-            _, took_over = harness.wait_for_leader([follower], timeout=BOUND + 20,
-                                                   after=killed_at)
+            _, took_over = harness.wait_for_leader([follower], timeout=BOUND + 20, after=killed_at)
             time.sleep(1.0)  # a second of the new leader's timeline
             kubectl_table(sites)
 
@@ -164,17 +169,23 @@ def main() -> int:
             clashes = harness.overlaps(harness.all_intervals(candidates))
             beats = sum(len(c.beats()) for c in candidates)
             verdict = "within" if gap <= BOUND else "OVER"
-            show(f"  takeover: {follower.label} led {gap:.2f}s after the kill "
-                 f"({took_over - last_beat:.2f}s without any leader), {verdict} the bound "
-                 f"leaseDuration + 2 x retryPeriod = {BOUND}s.")
-            show("  The old leader's controller released the global lease once its pod had been "
-                 f"silent for a lease duration ({harness.LEASE_DURATION}s); the other cluster's "
-                 "controller read the release and confirmed its own pod.")
+            show(
+                f"  takeover: {follower.label} led {gap:.2f}s after the kill "
+                f"({took_over - last_beat:.2f}s without any leader), {verdict} the bound "
+                f"leaseDuration + 2 x retryPeriod = {BOUND}s."
+            )
+            show(
+                "  The old leader's controller released the global lease once its pod had been "
+                f"silent for a lease duration ({harness.LEASE_DURATION}s); the other cluster's "
+                "controller read the release and confirmed its own pod."
+            )
             if clashes:
                 show(f"  TWO LEADERS AT ONCE: {clashes}")
             else:
-                show(f"  Never two leaders at once: {beats} heartbeats checked on the shared "
-                     "monotonic clock.")
+                show(
+                    f"  Never two leaders at once: {beats} heartbeats checked on the shared "
+                    "monotonic clock."
+                )
             return 0 if gap <= BOUND and not clashes else 1
         finally:
             if timeline is not None:

@@ -12,7 +12,8 @@
 #      its README says builds a backend;
 #   3. installs the wheels (no editable install) into a fresh venv with every third-party
 #      requirement pinned at its lower bound (hack/min_deps.py pins), and the test-only tools that
-#      no pyproject names at their requirements-dev.txt pins;
+#      no pyproject names at their requirements-dev.txt pins, and the dev harness (devtools/,
+#      editable: it is no product);
 #   4. deletes the package sources from the copy, so nothing can import them instead of the
 #      wheels, and runs the tests that need no slow processes and no Kubernetes binaries:
 #      pytest -m "not slow and not kube and not e2e" tests plugins (the plugins' tests start
@@ -102,6 +103,9 @@ install_at_lower_bounds() {
   "${WORK}/test-env/bin/pip" install "${PIP_FLAGS[@]}" \
     "$(echo "${DIST}"/mclease_core-*.whl)[controller,kube,test]" "${plugin_wheels[@]}" \
     "${pins[@]}" "${tools[@]}"
+  # The dev harness (tests import it; never shipped) stays an editable install of the copy: it
+  # finds hack/ through its own path.
+  "${WORK}/test-env/bin/pip" install "${PIP_FLAGS[@]}" --no-deps -e "${SRC}/devtools"
   "${WORK}/test-env/bin/pip" check >&2
   "${WORK}/test-env/bin/pip" freeze >"${WORK}/installed.txt"
 }

@@ -444,4 +444,3 @@ def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     (the store's URL and password are not the command's business, and a nested ``elect`` must
     not inherit ``--try``, ``--timeout`` or the store)."""
     return {name: value for name, value in environ.items() if not name.startswith("MCLEASE_")}
-

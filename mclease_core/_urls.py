@@ -111,7 +111,7 @@ def redact(url: str) -> str:
     ):
         return _SECRET_OPTION_TEXT.sub(rf"\1{REDACTED}", _redact_up_to_last_at(text))
     netloc = _redact_netloc(parts.netloc)
-    text = f"{text[:netloc_at]}{netloc}{text[netloc_at + len(parts.netloc):]}"
+    text = f"{text[:netloc_at]}{netloc}{text[netloc_at + len(parts.netloc) :]}"
     if parts.query:
         head, _, tail = text.partition("?")
         query, hash_mark, fragment = tail.partition("#")
@@ -249,9 +249,7 @@ def credentials(
     password, password_file, password_from = _one_source(  # "redis://:@host" has none
         _PASSWORD, urllib.parse.unquote(url_password) or None, options, env, backend
     )
-    return Credentials(
-        username, password, username_file, password_file, backend, password_from
-    )
+    return Credentials(username, password, username_file, password_file, backend, password_from)
 
 
 def _one_source(

@@ -1,8 +1,6 @@
 """Helpers for testing backends against real servers: ports, server processes, outage scenarios.
 
-The fixtures of the ``mclease_redis``, ``mclease_etcd`` and ``mclease_gcs`` test suites start
-``redis-server``, ``etcd`` and ``fake-gcs-server`` with these, and a third-party backend can do
-the same for its own store::
+A backend author starts the store's server for the tests with these::
 
     from mclease_core.testing import ServerProcess, free_port, find_server_binary
 
@@ -16,22 +14,19 @@ terminates it (then kills it) and waits for it, so no server outlives the test r
 in the run's process group, so killing the group takes them along too. When start-up fails it
 raises :class:`ServerStartError` with the tail of the server's log.
 
-:func:`redis_server`, :func:`etcd_server` and :func:`fake_gcs_server` start the three servers the
-project's plugins test against, configured for tests (loopback, no persistence beyond the run).
-
 The scenario functions (:func:`check_outage_and_recovery`, :func:`check_frozen_server`,
 :func:`check_elector_takeover`) are the backend-independent parts of the plugins' integration
 tests; they assert with plain ``assert`` and need no pytest.
 
-Not here: the storage conformance suite (:mod:`mclease_core.conformance`), and anything that
-installs servers (see ``hack/test-servers.sh``). Servers bind to loopback only.
+Not here: the storage conformance suite (:mod:`mclease_core.conformance`); the starters of this
+repository's own test servers (``mclease_dev.servers``, in ``devtools/``, not shipped). Servers
+bind to loopback only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -39,7 +34,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +46,6 @@ from ._process import preexec_dying_with_parent
 from ._storage import LeaseData, Storage
 
 __all__ = [
-    "FAKE_GCS_BUCKET",
     "LOOPBACK",
     "MissingServerBinaryError",
     "ServerProcess",
@@ -60,22 +53,15 @@ __all__ = [
     "check_elector_takeover",
     "check_frozen_server",
     "check_outage_and_recovery",
-    "etcd_server",
-    "fake_gcs_server",
-    "fake_gcs_server_binary",
     "find_server_binary",
     "free_port",
     "port_accepts",
     "preexec_dying_with_parent",
-    "redis_server",
     "server_or_fail",
     "wait_until",
 ]
 
 LOOPBACK = "127.0.0.1"
-FAKE_GCS_BUCKET = "mclease-test"
-"""The bucket :func:`fake_gcs_server` creates."""
-INSTALL_HINT = "run hack/test-servers.sh"
 _T = TypeVar("_T")
 
 
@@ -324,8 +310,8 @@ class ServerProcess:
 def server_or_fail(
     manager: contextlib.AbstractContextManager[ServerProcess],
 ) -> Iterator[ServerProcess]:
-    """Enter ``manager`` (one of the starters below) in a pytest fixture: a missing server binary
-    fails the test with the install hint instead of erroring or skipping."""
+    """Enter ``manager`` (a starter of a :class:`ServerProcess`) in a pytest fixture: a missing
+    server binary fails the test with the install hint instead of erroring or skipping."""
     with contextlib.ExitStack() as stack:
         try:
             server = stack.enter_context(manager)
@@ -345,132 +331,6 @@ def _shown_command(command: Sequence[str]) -> list[str]:
         "***" if index and command[index - 1] in _SECRET_FLAGS else part
         for index, part in enumerate(command)
     ]
-
-
-@contextlib.contextmanager
-def redis_server(*extra: str) -> Iterator[ServerProcess]:
-    """A ``redis-server`` on loopback and a free port, persisting nothing; ``extra`` arguments
-    are appended to its command line."""
-    binary = find_server_binary("redis-server", hint=f"{INSTALL_HINT} (apt redis-server)")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="mclease-redis-") as data:
-        command = [
-            binary,
-            "--bind",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--dir",
-            data,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            *extra,
-        ]
-        with ServerProcess(command, port=port, name="redis-server") as server:
-            yield server
-
-
-@contextlib.contextmanager
-def etcd_server(
-    *extra: str, scheme: str = "http", ready: Callable[[int], bool] | None = None
-) -> Iterator[ServerProcess]:
-    """A single-member ``etcd`` on loopback and free ports, its data in a temporary folder kept
-    across :meth:`ServerProcess.stop` and :meth:`ServerProcess.start`.
-
-    It is ready when ``ready(port)`` is true; by default when ``GET /health`` says so (which needs
-    ``scheme="http"``: pass a probe of your own for TLS).
-    """
-    binary = find_server_binary("etcd", hint=f"{INSTALL_HINT} (apt etcd-server)")
-    port, peer = free_port(), free_port()
-    probe = ready or _etcd_healthy
-    with tempfile.TemporaryDirectory(prefix="mclease-etcd-") as data:
-        command = [
-            binary,
-            "--name",
-            "test",
-            "--data-dir",
-            data,
-            "--listen-client-urls",
-            f"{scheme}://{LOOPBACK}:{port}",
-            "--advertise-client-urls",
-            f"{scheme}://{LOOPBACK}:{port}",
-            "--listen-peer-urls",
-            f"http://{LOOPBACK}:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://{LOOPBACK}:{peer}",
-            "--initial-cluster",
-            f"test=http://{LOOPBACK}:{peer}",
-            "--logger",
-            "zap",
-            "--log-level",
-            "error",
-            *extra,
-        ]
-        with ServerProcess(command, port=port, name="etcd", ready=lambda: probe(port)) as server:
-            yield server
-
-
-def _etcd_healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/health", timeout=1) as answer:
-            return bool(json.load(answer).get("health") == "true")
-    except (OSError, ValueError):
-        return False
-
-
-def fake_gcs_server_binary() -> str:
-    """The fake-gcs-server to test with: ``$MCLEASE_FAKE_GCS_SERVER``, else the one
-    ``hack/fake-gcs-server.sh`` built into this checkout's cache, else ``PATH``."""
-    candidates: list[str | Path] = []
-    if os.environ.get("MCLEASE_FAKE_GCS_SERVER"):
-        candidates.append(os.environ["MCLEASE_FAKE_GCS_SERVER"])
-    script = Path(__file__).resolve().parents[1] / "hack" / "fake-gcs-server.sh"
-    if script.is_file():
-        found = subprocess.run(
-            ["bash", str(script), "--path"], capture_output=True, text=True, check=False
-        )
-        candidates.append(found.stdout.strip())
-    return find_server_binary(
-        "fake-gcs-server",
-        candidates=[c for c in candidates if c],
-        hint=f"{INSTALL_HINT} (it builds fake-gcs-server from the Go module proxy), "
-        "or set MCLEASE_FAKE_GCS_SERVER",
-    )
-
-
-@contextlib.contextmanager
-def fake_gcs_server(binary: str | None = None) -> Iterator[ServerProcess]:
-    """A ``fake-gcs-server`` (memory backend, plain HTTP) on loopback and a free port, with the
-    empty bucket :data:`FAKE_GCS_BUCKET` (recreated empty by every start)."""
-    binary = binary or fake_gcs_server_binary()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="mclease-gcs-") as data:
-        (Path(data) / FAKE_GCS_BUCKET).mkdir()
-        command = [
-            binary,
-            "-backend",
-            "memory",
-            "-scheme",
-            "http",
-            "-host",
-            LOOPBACK,
-            "-port",
-            str(port),
-            "-public-host",
-            f"{LOOPBACK}:{port}",
-            "-external-url",
-            f"http://{LOOPBACK}:{port}",
-            "-data",
-            data,
-            "-log-level",
-            "error",
-        ]
-        with ServerProcess(command, port=port, name="fake-gcs-server") as server:
-            yield server
 
 
 # ----- scenarios ---------------------------------------------------------------------------------

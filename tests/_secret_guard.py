@@ -26,8 +26,9 @@ def canary_forms() -> list[tuple[int, str]]:
     """(index, text) of every form a canary can take in output: raw and percent-encoded."""
     forms = []
     for index, canary in enumerate(CANARY_PASSWORDS):
-        for form in dict.fromkeys([canary, urllib.parse.quote(canary, safe=""),
-                                   urllib.parse.quote(canary)]):
+        for form in dict.fromkeys(
+            [canary, urllib.parse.quote(canary, safe=""), urllib.parse.quote(canary)]
+        ):
             forms.append((index, form))
     return forms
 
@@ -37,8 +38,7 @@ def leaks(report: pytest.TestReport) -> list[str]:
     carries the sections of the phases before it too: only its own phase's are looked at, so a
     leak fails the phase it happened in, once."""
     texts = [
-        (title, content) for title, content in report.sections
-        if title.endswith(f" {report.when}")
+        (title, content) for title, content in report.sections if title.endswith(f" {report.when}")
     ]
     if report.longrepr is not None:
         texts.append(("the failure text", report.longreprtext))

@@ -601,4 +601,3 @@ def _refused(reason: str) -> ApiException:
     exc = ApiException(status=0, reason=reason)
     exc.body = json.dumps({"kind": "Status", "status": "Failure", "message": reason, "code": 0})
     return exc
-

@@ -30,13 +30,8 @@ import pyetcd  # type: ignore[import-untyped]
 import pytest
 from pyetcd import etcdrpc
 
-from mclease_core.testing import (
-    ServerProcess,
-    etcd_server,
-    free_port,
-    redis_server,
-    server_or_fail,
-)
+from mclease_core.testing import ServerProcess, free_port, server_or_fail
+from mclease_dev.servers import etcd_server, redis_server
 from tests.support import CANARY_PASSWORDS
 
 pytestmark = pytest.mark.slow

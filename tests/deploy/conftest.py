@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mclease_core.testing import ServerProcess, redis_server, server_or_fail
+from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.servers import redis_server
 from tests.deploy import shipped
 from tests.kube.testbed import AssetsMissingError, KubeCluster, start_clusters
 from tests.support import CANARY_PASSWORDS

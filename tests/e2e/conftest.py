@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from mclease_core.testing import ServerProcess, redis_server, server_or_fail
+from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.servers import redis_server
 from tests.e2e import harness
 from tests.kube.testbed import AssetsMissingError, KubeCluster, find_assets, start_clusters
 
@@ -65,8 +66,9 @@ class Bed:
     def controllers(self, *names: str) -> dict[str, harness.ControllerProcess]:
         """Start a controller per named cluster (default: all), side by side; wait until ready."""
         chosen = names or tuple(self.sites)
-        started = {n: self.group.controller(self.sites[n], self.store_url, wait=False)
-                   for n in chosen}
+        started = {
+            n: self.group.controller(self.sites[n], self.store_url, wait=False) for n in chosen
+        }
         for process in started.values():
             process.wait_ready()
         return started

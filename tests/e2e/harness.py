@@ -153,6 +153,7 @@ class Site:
 
 # ----- processes --------------------------------------------------------------------------------
 
+
 class ManagedProcess:
     """A child process with its own session and log file."""
 
@@ -403,10 +404,12 @@ class ProcessGroup:
     def controller(
         self, site: Site, storage_url: str, *, wait: bool = True, extra_args: Sequence[str] = ()
     ) -> ControllerProcess:
-        tag = "" if not any(isinstance(p, ControllerProcess) and p.site is site
-                            for p in self.processes) else f"-{len(self.processes)}"
-        process = ControllerProcess(site, storage_url, self.workdir, tag=tag,
-                                    extra_args=extra_args)
+        tag = (
+            ""
+            if not any(isinstance(p, ControllerProcess) and p.site is site for p in self.processes)
+            else f"-{len(self.processes)}"
+        )
+        process = ControllerProcess(site, storage_url, self.workdir, tag=tag, extra_args=extra_args)
         self.processes.append(process)
         process.start()
         if wait:
@@ -441,17 +444,16 @@ class ProcessGroup:
             process.terminate()
 
     def logs(self) -> str:
-        return "\n\n".join(f"--- {p.name} ({p.log_path}) ---\n{p.log_tail()}"
-                           for p in self.processes)
+        return "\n\n".join(
+            f"--- {p.name} ({p.log_path}) ---\n{p.log_tail()}" for p in self.processes
+        )
 
 
 # ----- judging leadership -----------------------------------------------------------------------
 
 
 def all_intervals(candidates: Iterable[CandidateProcess]) -> list[Interval]:
-    return sorted(
-        (i for c in candidates for i in c.intervals()), key=lambda i: (i.start, i.end)
-    )
+    return sorted((i for c in candidates for i in c.intervals()), key=lambda i: (i.start, i.end))
 
 
 def overlaps(intervals: Sequence[Interval]) -> list[tuple[Interval, Interval]]:
@@ -459,7 +461,7 @@ def overlaps(intervals: Sequence[Interval]) -> list[tuple[Interval, Interval]]:
     ordered = sorted(intervals, key=lambda i: i.start)
     found = []
     for index, first in enumerate(ordered):
-        for second in ordered[index + 1:]:
+        for second in ordered[index + 1 :]:
             if second.start > first.end:
                 break
             if second.candidate != first.candidate:
@@ -500,9 +502,11 @@ def describe(intervals: Sequence[Interval], origin: float) -> str:
 def go_candidate_binary() -> Path:
     """The built Go candidate; ``hack/go-candidate.sh`` (run by ``make test``) builds it."""
     script = REPO_ROOT / "hack" / "go-candidate.sh"
-    path = Path(subprocess.run(
-        [str(script), "--print-path"], check=True, capture_output=True, text=True
-    ).stdout.strip())
+    path = Path(
+        subprocess.run(
+            [str(script), "--print-path"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
     if not path.is_file():
         raise FileNotFoundError(
             f"the Go candidate is not built ({path}); run hack/go-candidate.sh (make test does)"

@@ -29,7 +29,8 @@ from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
 from mclease_core.kube import MultiClusterLeaseLock
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION, LeaseView
-from mclease_core.testing import ServerProcess, redis_server, server_or_fail
+from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.servers import redis_server
 from tests.e2e import harness
 from tests.e2e.conftest import Bed
 from tests.e2e.harness import CandidateProcess, wait_for, wait_for_leader
@@ -130,9 +131,7 @@ def test_one_cluster_candidate_leads_and_status_names_it(bed: Bed) -> None:
     assert view.fencing_token > 0
 
     # Confirmation latency: signal (the lock's write) to confirmed status, over a few renewals.
-    wait_for(
-        lambda: len(candidate.confirmations()) >= 5, timeout=15, message="five confirmations"
-    )
+    wait_for(lambda: len(candidate.confirmations()) >= 5, timeout=15, message="five confirmations")
     assert candidate.leading(), "stopped leading while its controller runs"
     latencies = [call.end - call.start for call in candidate.confirmations()]
     # The lock refuses a confirmation seen after C; the recording wrapper adds a few ms.
@@ -155,14 +154,18 @@ def test_crash_failover_within_bound_and_graceful_handoff_fast(bed: Bed) -> None
 
     killed_at = leader.kill()
     _, took_over = wait_for_leader([follower], timeout=CRASH_BOUND + 10, after=killed_at)
-    bed.measure(f"kill -9 leader -> other cluster leads [{bed.store}]",
-                took_over - killed_at, CRASH_BOUND)
+    bed.measure(
+        f"kill -9 leader -> other cluster leads [{bed.store}]", took_over - killed_at, CRASH_BOUND
+    )
     assert took_over - killed_at <= CRASH_BOUND
 
     # The killed pod comes back (same identity, same cluster) and follows.
     restarted = bed.group.candidate(leader.site, leader.identity, label=f"{leader.label}-2")
-    wait_for(lambda: any(c.kind == "get" for c in restarted.calls()), timeout=20,
-             message="the restarted candidate to follow")
+    wait_for(
+        lambda: any(c.kind == "get" for c in restarted.calls()),
+        timeout=20,
+        message="the restarted candidate to follow",
+    )
     lead_for(follower, took_over, 2.0)
 
     # Graceful: SIGTERM stops the work, writes an empty holder, exits.
@@ -174,8 +177,9 @@ def test_crash_failover_within_bound_and_graceful_handoff_fast(bed: Bed) -> None
     assert last_beat is not None
     assert last_beat < released_at, "released while still working"
     _, handed_over = wait_for_leader([restarted], timeout=D + 10, after=released_at)
-    bed.measure(f"release -> next leader (handoff) [{bed.store}]",
-                handed_over - released_at, HANDOFF_BOUND)
+    bed.measure(
+        f"release -> next leader (handoff) [{bed.store}]", handed_over - released_at, HANDOFF_BOUND
+    )
     assert handed_over - released_at <= HANDOFF_BOUND
     assert handed_over - released_at < D, "the release did not shorten the takeover"
     assert_one_leader_at_a_time([*candidates, restarted], origin)
@@ -195,8 +199,11 @@ def test_same_pod_name_in_both_clusters_is_never_confirmed_twice(bed: Bed) -> No
     # The other cluster names the holder cluster-qualified, which confirms nobody there.
     here, there = leader.site, other.site
     qualified = f"{here.name}/app-0"
-    wait_for(lambda: (v := there.view()) is not None and v.global_holder_identity == qualified,
-             timeout=5, message=f"{there.name} status to name {qualified}")
+    wait_for(
+        lambda: (v := there.view()) is not None and v.global_holder_identity == qualified,
+        timeout=5,
+        message=f"{there.name} status to name {qualified}",
+    )
     view = here.view()
     assert view is not None
     assert (view.global_holder_identity, view.global_holder_cluster) == ("app-0", here.name)
@@ -205,8 +212,11 @@ def test_same_pod_name_in_both_clusters_is_never_confirmed_twice(bed: Bed) -> No
 
     killed_at = leader.kill()
     _, took_over = wait_for_leader([other], timeout=CRASH_BOUND + 10, after=killed_at)
-    bed.measure(f"same name: kill -9 leader -> other leads [{bed.store}]",
-                took_over - killed_at, CRASH_BOUND)
+    bed.measure(
+        f"same name: kill -9 leader -> other leads [{bed.store}]",
+        took_over - killed_at,
+        CRASH_BOUND,
+    )
     assert took_over - killed_at <= CRASH_BOUND
     view = there.view()
     assert view is not None
@@ -229,10 +239,16 @@ def test_killed_controller_its_candidate_stops_before_the_other_cluster_leads(be
     _, took_over = wait_for_leader([other], timeout=CRASH_BOUND + 15, after=killed_at)
     last, last_confirmation = assert_stepped_down_in_time(leader, killed_at)
     assert last < took_over, "the other cluster led before the orphaned leader stopped"
-    bed.measure(f"controller killed: leader acts after last confirmation [{bed.store}]",
-                last - last_confirmation, STEP_DOWN)
-    bed.measure(f"controller killed -> other cluster leads [{bed.store}]",
-                took_over - killed_at, CRASH_BOUND)
+    bed.measure(
+        f"controller killed: leader acts after last confirmation [{bed.store}]",
+        last - last_confirmation,
+        STEP_DOWN,
+    )
+    bed.measure(
+        f"controller killed -> other cluster leads [{bed.store}]",
+        took_over - killed_at,
+        CRASH_BOUND,
+    )
     # Without its controller, the orphan keeps campaigning and is never confirmed again.
     lead_for(other, took_over, 2.0)
     assert leader.last_beat() == last
@@ -266,8 +282,11 @@ def test_store_outage_leader_steps_down_then_exactly_one_leads(
     own_redis.stop()
     wait_for(lambda: not leader.leading(), timeout=STEP_DOWN + 5, message="the leader to stop")
     last, last_confirmation = assert_stepped_down_in_time(leader, down_at)
-    bed.measure("store down: leader acts after last confirmation [redis]",
-                last - last_confirmation, STEP_DOWN)
+    bed.measure(
+        "store down: leader acts after last confirmation [redis]",
+        last - last_confirmation,
+        STEP_DOWN,
+    )
     # Nobody leads while the store is away (give the follower its full lease duration).
     quiet_until = down_at + D + 1.0
     while time.monotonic() < quiet_until:
@@ -304,8 +323,11 @@ def test_stopped_controller_leaves_a_stale_status_that_confirms_nobody(bed: Bed)
     assert stale.global_holder_identity == "app-0"
     wait_for(lambda: not app0.leading(), timeout=STEP_DOWN + 5, message="app-0 to stop")
     last, last_confirmation = assert_stepped_down_in_time(app0, stopped_at)
-    bed.measure(f"controller stopped: leader acts after last confirmation [{bed.store}]",
-                last - last_confirmation, STEP_DOWN)
+    bed.measure(
+        f"controller stopped: leader acts after last confirmation [{bed.store}]",
+        last - last_confirmation,
+        STEP_DOWN,
+    )
 
     # A second candidate sees the stale status name app-0, waits out a lease duration, then
     # signals; neither it nor app-0 (re-campaigning) is ever confirmed while no controller runs.
@@ -346,8 +368,11 @@ def test_hand_written_status_with_an_old_generation_is_refused(bed: Bed) -> None
     admin = k8s.CustomObjectsApi(site.cluster.api_client())
 
     def write_status(generation: int, holder: str) -> None:
-        status = {"observedGeneration": generation, "globalHolderIdentity": holder,
-                  "globalHolderCluster": "east"}
+        status = {
+            "observedGeneration": generation,
+            "globalHolderIdentity": holder,
+            "globalHolderCluster": "east",
+        }
         admin.patch_namespaced_custom_object_status(
             GROUP, VERSION, site.namespace, PLURAL, harness.LEASE_NAME, {"status": status}
         )
@@ -457,12 +482,16 @@ def test_hung_api_server_every_lock_call_ends_within_its_bound(bed: Bed) -> None
         os.kill(apiserver, signal.SIGCONT)
     resumed_at = time.monotonic()
     # The calls in flight at the resume end and are written down; wait for a later one.
-    wait_for(lambda: any(c.start > resumed_at for c in leader.calls()), timeout=10,
-             message="the leader's candidate to call again after the resume")
+    wait_for(
+        lambda: any(c.start > resumed_at for c in leader.calls()),
+        timeout=10,
+        message="the leader's candidate to call again after the resume",
+    )
     last, last_confirmation = assert_stepped_down_in_time(leader, frozen_at)
     assert last < took_over
-    bed.measure("API server hung: leader acts after last confirmation", last - last_confirmation,
-                STEP_DOWN)
+    bed.measure(
+        "API server hung: leader acts after last confirmation", last - last_confirmation, STEP_DOWN
+    )
     bed.measure("API server hung -> other cluster leads", took_over - frozen_at, CRASH_BOUND)
     assert_one_leader_at_a_time(candidates, origin)
 

@@ -36,8 +36,10 @@ AWKWARD_IN_URL = urllib.parse.quote(AWKWARD, safe="")
         (f"etcd://root:{PW}@a:2379,b:2379/team", "etcd://root:***@a:2379,b:2379/team"),
         (f"redis://:{AWKWARD_IN_URL}@h/0", "redis://:***@h/0"),
         (f"REDIS://u:{PW}@[::1]:6379/0#x", "REDIS://u:***@[::1]:6379/0#x"),
-        (f"redis://h/0?auth_token={PW}&client_secret={PW}&x=1",
-         "redis://h/0?auth_token=***&client_secret=***&x=1"),
+        (
+            f"redis://h/0?auth_token={PW}&client_secret={PW}&x=1",
+            "redis://h/0?auth_token=***&client_secret=***&x=1",
+        ),
         (f"redis://h/0?Password={PW}", "redis://h/0?Password=***"),
         (f"redis://:{PW}", "redis://:***"),  # the "@host" forgotten: a port that is no number
     ],
@@ -79,7 +81,7 @@ def test_redact_hides_every_piece_of_a_password_urlsplit_would_misread(url: str)
     redacted = redact(url)
     assert "p" not in redacted.split("@")[0].removeprefix("redis"), redacted
     assert "ss" not in redacted
-    assert redacted.endswith(url[url.rindex("@"):])
+    assert redacted.endswith(url[url.rindex("@") :])
 
 
 def test_redact_over_redacts_rather_than_guess_at_a_stray_at() -> None:

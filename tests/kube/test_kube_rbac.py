@@ -168,8 +168,10 @@ def test_controller_lists_cluster_wide_and_holds_its_replica_lease(
     )
     created = coordination.create_namespaced_lease(CONTROLLER_NS, lease)
     assert created.spec is not None
-    patch = {"metadata": {"resourceVersion": created.metadata.resource_version},
-             "spec": {"holderIdentity": "replica-1"}}
+    patch = {
+        "metadata": {"resourceVersion": created.metadata.resource_version},
+        "spec": {"holderIdentity": "replica-1"},
+    }
     updated = coordination.patch_namespaced_lease(name, CONTROLLER_NS, patch)
     assert updated.spec is not None
     assert updated.spec.holder_identity == "replica-1"

@@ -49,7 +49,6 @@ class TestCoordinationLeaseStorage(StorageConformance):
         return LeaseHarness(kube_cluster)
 
 
-
 def test_a_refused_request_is_a_configuration_error_naming_the_role(
     kube_cluster: Any, namespace: str
 ) -> None:

@@ -50,12 +50,14 @@ CHART = ROOT / "charts" / "mclease"
 HELM_SCRIPT = ROOT / "hack" / "helm.sh"
 NAMESPACE = "mclease-system"
 CONFIG_MAP = "mclease-controller-config"
-HELM_LABELS = frozenset({
-    "helm.sh/chart",
-    "app.kubernetes.io/managed-by",
-    "app.kubernetes.io/instance",
-    "app.kubernetes.io/version",
-})
+HELM_LABELS = frozenset(
+    {
+        "helm.sh/chart",
+        "app.kubernetes.io/managed-by",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/version",
+    }
+)
 CLUSTER = "eu-west"
 REDIS_URL = "rediss://redis.example.internal:6380/0?ssl_ca_certs=/etc/mclease/tls/ca.crt"
 GOOGLE_ACCOUNT = "mclease-controller@my-project.iam.gserviceaccount.com"
@@ -100,8 +102,14 @@ def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
 
 def template_result(tmp_path: Path, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return run_helm(
-        "template", "mclease", str(CHART), "--namespace", NAMESPACE, "--include-crds",
-        "--values", str(values_file(tmp_path, values)),
+        "template",
+        "mclease",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--include-crds",
+        "--values",
+        str(values_file(tmp_path, values)),
     )
 
 
@@ -355,7 +363,9 @@ def test_the_tls_secret_is_mounted_whole_by_default(tmp_path: Path) -> None:
     documents = template(tmp_path, values)
     mounts = {m["name"]: m for m in container(documents)["volumeMounts"]}
     assert mounts["storage-tls"] == {
-        "name": "storage-tls", "mountPath": "/etc/mclease/tls", "readOnly": True
+        "name": "storage-tls",
+        "mountPath": "/etc/mclease/tls",
+        "readOnly": True,
     }
     pod = one(documents, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -393,7 +403,10 @@ def test_the_service_monitor_is_config_prometheus(tmp_path: Path) -> None:
     monitor = one(template(tmp_path, values), "ServiceMonitor")
     result = subprocess.run(
         [str(find_kubectl()), "kustomize", str(ROOT / "config" / "prometheus")],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     shipped = one([doc for doc in yaml.safe_load_all(result.stdout) if doc], "ServiceMonitor")
     assert monitor["spec"] == shipped["spec"]

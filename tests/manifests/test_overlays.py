@@ -109,9 +109,10 @@ def test_secrets_come_from_a_secret_in_the_store_overlays() -> None:
     url = one(etcd, "ConfigMap")["data"]["STORAGE_URL"]
     assert "password_file=/etc/mclease/storage/password" in url
     volumes = one(etcd, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    assert next(
-        v["secret"] for v in volumes if v["name"] == "storage"
-    ) == {"secretName": "mclease-storage", "defaultMode": 0o440}
+    assert next(v["secret"] for v in volumes if v["name"] == "storage") == {
+        "secretName": "mclease-storage",
+        "defaultMode": 0o440,
+    }
 
 
 def test_gcs_overlay_uses_workload_identity_and_no_key() -> None:

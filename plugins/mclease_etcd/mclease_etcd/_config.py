@@ -110,8 +110,9 @@ def _both_or_neither(found: Credentials) -> Credentials:
         if found.password is None
         else ("user name", f"username_file=PATH, ${USERNAME_ENV} or etcd://user@host")
     )
-    raise ConfigurationError(f"etcd authentication needs a user name and a password; give the "
-                             f"{missing} with {how}")
+    raise ConfigurationError(
+        f"etcd authentication needs a user name and a password; give the {missing} with {how}"
+    )
 
 
 def _endpoint(url: str, item: str) -> tuple[str, int]:
@@ -124,9 +125,7 @@ def _endpoint(url: str, item: str) -> tuple[str, int]:
         host, _, text = item.partition(":")
         port = _port(url, text)
     if not host:
-        raise ConfigurationError(
-            f"invalid etcd URL {redact(url)!r}: a host is empty; {_USAGE}"
-        )
+        raise ConfigurationError(f"invalid etcd URL {redact(url)!r}: a host is empty; {_USAGE}")
     return host, port
 
 

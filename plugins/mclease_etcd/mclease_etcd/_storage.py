@@ -156,7 +156,7 @@ class EtcdStorage(Storage):
             succeeded, responses = client.transaction(compare=compare, success=success, failure=[])
             if not succeeded:
                 return False, 0
-            (_, meta), = responses[1]
+            ((_, meta),) = responses[1]
             return True, int(meta.mod_revision)
 
         return self._run(key, True, transaction)
@@ -169,7 +169,8 @@ class EtcdStorage(Storage):
     def _conflict(self, key: str, expected: int) -> LeaseConflictError:
         return LeaseConflictError(
             f"expected version {expected}, but the record has another version or does not exist",
-            key=key, backend=self.config.scheme,
+            key=key,
+            backend=self.config.scheme,
         )
 
     def _run(self, key: str, write: bool, operation: Callable[[Any], _T]) -> _T:
@@ -205,7 +206,10 @@ class EtcdStorage(Storage):
             user, password = current.username, current.password
         endpoints = [
             pyetcd.Endpoint(
-                host, port, secure=credentials is not None, creds=credentials,
+                host,
+                port,
+                secure=credentials is not None,
+                creds=credentials,
                 # pyetcd skips a failed endpoint for time_retry seconds; with one endpoint that
                 # would refuse every call for that long, so only skip when there are others.
                 time_retry=0.0 if len(config.endpoints) == 1 else 2.0,
@@ -214,8 +218,11 @@ class EtcdStorage(Storage):
             for host, port in config.endpoints
         ]
         client = pyetcd.MultiEndpointEtcd3Client(
-            endpoints=endpoints, timeout=config.timeout, user=user,
-            password=password, failover=len(endpoints) > 1,
+            endpoints=endpoints,
+            timeout=config.timeout,
+            user=user,
+            password=password,
+            failover=len(endpoints) > 1,
         )
         if credentials is None:  # the token goes as plain metadata (as etcdctl sends it)
             client.call_credentials = None
@@ -282,12 +289,17 @@ def _token_expired(exc: grpc.RpcError) -> bool:
 def _mapped(
     code: grpc.StatusCode | None, details: str, write: bool, where: str, key: str, backend: str
 ) -> StorageError:
-    transient = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                 grpc.StatusCode.INTERNAL, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    transient = (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
     if code not in transient:
         name = code.name if code is not None else "error"
-        return StorageError(f"{where} refused the request ({name}: {details})",
-                            key=key, backend=backend)
+        return StorageError(
+            f"{where} refused the request ({name}: {details})", key=key, backend=backend
+        )
     not_sent = code == grpc.StatusCode.RESOURCE_EXHAUSTED or (
         code == grpc.StatusCode.UNAVAILABLE
         and any(marker in details.lower() for marker in _NOT_SENT_MARKERS)
@@ -296,7 +308,9 @@ def _mapped(
         return OutcomeUnknownError(
             f"the write to {where} failed after it may have been sent ({code.name}: {details}); "
             "it may have been applied: re-read the record",
-            key=key, backend=backend,
+            key=key,
+            backend=backend,
         )
-    return StorageUnavailableError(f"{where} is unavailable ({code.name}: {details})",
-                                   key=key, backend=backend)
+    return StorageUnavailableError(
+        f"{where} is unavailable ({code.name}: {details})", key=key, backend=backend
+    )

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from mclease_core.testing import ServerProcess, etcd_server, server_or_fail
+from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.servers import etcd_server
 
 
 @contextmanager

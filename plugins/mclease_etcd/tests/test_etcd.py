@@ -129,8 +129,9 @@ def test_a_non_positive_version_never_creates_or_deletes(etcd_server: ServerProc
 
 def test_garbage_value_raises_the_corrupt_error(etcd_server: ServerProcess) -> None:
     _raw_client(etcd_server).put(b"garbage/lease", b"\x00\xff not json")
-    with EtcdStorage.from_url(_url(etcd_server, "garbage")) as store, pytest.raises(
-        CorruptRecordError, match="corrupt"
+    with (
+        EtcdStorage.from_url(_url(etcd_server, "garbage")) as store,
+        pytest.raises(CorruptRecordError, match="corrupt"),
     ):
         store.read("lease")
 
@@ -145,19 +146,59 @@ def _openssl(*args: str | Path) -> None:
 def _certificate(directory: Path, name: str, extension: str) -> None:
     key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".key", ".csr", ".ext"))
     ext.write_text(extension + "\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-    _openssl("x509", "-req", "-in", csr, "-CA", directory / "ca.pem", "-CAkey",
-             directory / "ca.key", "-CAcreateserial", "-days", "1", "-out",
-             directory / f"{name}.pem", "-extfile", ext)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        f"/CN={name}",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        directory / "ca.pem",
+        "-CAkey",
+        directory / "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        directory / f"{name}.pem",
+        "-extfile",
+        ext,
+    )
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", directory / "ca.key", "-out", directory / "ca.pem",
-             "-days", "1", "-subj", "/CN=mclease-test-ca")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        directory / "ca.key",
+        "-out",
+        directory / "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=mclease-test-ca",
+    )
     _certificate(directory, "server", "subjectAltName=IP:127.0.0.1")
     _certificate(directory, "client", "extendedKeyUsage=clientAuth")
     return directory
@@ -172,9 +213,17 @@ def secure_etcd(
     pki = certificates
     tls = f"ca_cert={pki}/ca.pem&cert_cert={pki}/client.pem&cert_key={pki}/client.key"
     with start_etcd(
-        "--cert-file", pki / "server.pem", "--key-file", pki / "server.key",
-        "--client-cert-auth", "--trusted-ca-file", pki / "ca.pem", "--auth-token-ttl", "1",
-        scheme="https", ready=lambda port: _serves(f"etcds://127.0.0.1:{port}/probe?{tls}"),
+        "--cert-file",
+        pki / "server.pem",
+        "--key-file",
+        pki / "server.key",
+        "--client-cert-auth",
+        "--trusted-ca-file",
+        pki / "ca.pem",
+        "--auth-token-ttl",
+        "1",
+        scheme="https",
+        ready=lambda port: _serves(f"etcds://127.0.0.1:{port}/probe?{tls}"),
     ) as server:
         _enable_authentication(pki, server)
         yield server, tls, pki
@@ -192,8 +241,14 @@ def _serves(url: str) -> bool:
 
 
 def _enable_authentication(pki: Path, server: ServerProcess) -> None:
-    raw = pyetcd.client(server.host, server.port, timeout=5, ca_cert=str(pki / "ca.pem"),
-                        cert_cert=str(pki / "client.pem"), cert_key=str(pki / "client.key"))
+    raw = pyetcd.client(
+        server.host,
+        server.port,
+        timeout=5,
+        ca_cert=str(pki / "ca.pem"),
+        cert_cert=str(pki / "client.pem"),
+        cert_key=str(pki / "client.key"),
+    )
     raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PW), 5)
     raw.authstub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), 5)
     raw.authstub.AuthEnable(etcdrpc.AuthEnableRequest(), 5)
@@ -202,10 +257,16 @@ def _enable_authentication(pki: Path, server: ServerProcess) -> None:
 
 def test_tls_with_user_and_password(secure_etcd: tuple[ServerProcess, str, Path]) -> None:
     server, tls, pki = secure_etcd
-    plain_client = pyetcd.client(server.host, server.port, timeout=5, user="root",
-                                 password=PW, ca_cert=str(pki / "ca.pem"),
-                                 cert_cert=str(pki / "client.pem"),
-                                 cert_key=str(pki / "client.key"))
+    plain_client = pyetcd.client(
+        server.host,
+        server.port,
+        timeout=5,
+        user="root",
+        password=PW,
+        ca_cert=str(pki / "ca.pem"),
+        cert_cert=str(pki / "client.pem"),
+        cert_key=str(pki / "client.key"),
+    )
     with EtcdStorage.from_url(f"etcds://root:{PW}@{server.address}/tls?{tls}") as store:
         created = store.create("lease", sample_lease_data())
         assert store.read("lease") == created
@@ -219,9 +280,14 @@ def test_tls_with_user_and_password(secure_etcd: tuple[ServerProcess, str, Path]
 
 def test_a_wrong_password_is_a_clear_error(secure_etcd: tuple[ServerProcess, str, Path]) -> None:
     server, tls, _ = secure_etcd
-    with EtcdStorage.from_url(f"etcds://root:{WRONG}@{server.address}/tls?{tls}") as store, \
-            pytest.raises(ConfigurationError, match=r"refused the credentials .*authentication "
-                          r"failed.*; check the user name 'root' and the password in the URL"):
+    with (
+        EtcdStorage.from_url(f"etcds://root:{WRONG}@{server.address}/tls?{tls}") as store,
+        pytest.raises(
+            ConfigurationError,
+            match=r"refused the credentials .*authentication "
+            r"failed.*; check the user name 'root' and the password in the URL",
+        ),
+    ):
         store.read("lease")
 
 
@@ -293,8 +359,11 @@ def test_a_wrong_password_is_a_configuration_error_without_it(
         store.read("lease")
     text = str(info.value)
     assert "refused the credentials (etcdserver: authentication failed" in text
-    assert {"url": "the URL's user info", "file": "password_file=", "env": "$MCLEASE_STORAGE_"
-            "PASSWORD"}[source] in text
+    assert {
+        "url": "the URL's user info",
+        "file": "password_file=",
+        "env": "$MCLEASE_STORAGE_PASSWORD",
+    }[source] in text
     assert "\n" not in text
     for error in (info.value, info.value.__cause__):
         assert WRONG not in str(error)
@@ -302,9 +371,14 @@ def test_a_wrong_password_is_a_configuration_error_without_it(
 
 
 def test_no_credentials_for_a_server_with_authentication(auth_etcd: ServerProcess) -> None:
-    with EtcdStorage.from_url(f"etcd://{auth_etcd.address}/none") as store, \
-            pytest.raises(ConfigurationError, match=r"requires authentication .*user name is "
-                          r"empty.*username_file=PATH"):
+    with (
+        EtcdStorage.from_url(f"etcd://{auth_etcd.address}/none") as store,
+        pytest.raises(
+            ConfigurationError,
+            match=r"requires authentication .*user name is "
+            r"empty.*username_file=PATH",
+        ),
+    ):
         store.read("lease")
 
 
@@ -317,15 +391,18 @@ def test_a_changed_password_is_read_from_the_file_again(
     admin.call_credentials = None  # plain text: the token as metadata
     auth, token = admin.authstub, admin.metadata
     auth.UserAdd(etcdrpc.AuthUserAddRequest(name="carol", password=PW), 5, metadata=token)
-    auth.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="carol", role="root"), 5,
-                       metadata=token)
+    auth.UserGrantRole(
+        etcdrpc.AuthUserGrantRoleRequest(user="carol", role="root"), 5, metadata=token
+    )
     path = _password_file(tmp_path, PW)
-    with EtcdStorage.from_url(f"etcd://carol@{auth_etcd.address}/rotate?password_file={path}") \
-            as store:
+    with EtcdStorage.from_url(
+        f"etcd://carol@{auth_etcd.address}/rotate?password_file={path}"
+    ) as store:
         created = store.create("lease", sample_lease_data())
         _password_file(tmp_path, WRONG)
         auth.UserChangePassword(
-            etcdrpc.AuthUserChangePasswordRequest(name="carol", password=WRONG), 5,
+            etcdrpc.AuthUserChangePasswordRequest(name="carol", password=WRONG),
+            5,
             metadata=token,
         )
         assert store.read("lease") == created
@@ -336,8 +413,10 @@ def test_plaintext_against_a_tls_server_is_unavailable(
     secure_etcd: tuple[ServerProcess, str, Path],
 ) -> None:
     server, _, _ = secure_etcd
-    with EtcdStorage.from_url(f"etcd://{server.address}/tls?timeout=1") as store, \
-            pytest.raises(StorageUnavailableError):
+    with (
+        EtcdStorage.from_url(f"etcd://{server.address}/tls?timeout=1") as store,
+        pytest.raises(StorageUnavailableError),
+    ):
         store.read("lease")
 
 

@@ -149,9 +149,12 @@ class GCSStorage(Storage):
 
     def create(self, key: str, data: LeaseData) -> LeaseObject:
         raw = encode_lease_data(data)
-        version = self._write(key, raw, 0, lambda: LeaseAlreadyExistsError(
-            "lease record already exists", key=key, backend="gs"
-        ))
+        version = self._write(
+            key,
+            raw,
+            0,
+            lambda: LeaseAlreadyExistsError("lease record already exists", key=key, backend="gs"),
+        )
         return LeaseObject(data, version)
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
@@ -174,8 +177,9 @@ class GCSStorage(Storage):
         def resolve(exc: Exception) -> None:  # the earlier attempt may have deleted it
             raise self._unknown(key, exc) from exc
 
-        self._retrying(key, attempt, _GONE, refused=lambda: self._conflict(key, version),
-                       resolve=resolve)
+        self._retrying(
+            key, attempt, _GONE, refused=lambda: self._conflict(key, version), resolve=resolve
+        )
 
     def put_raw(self, key: str, raw: bytes) -> None:
         """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
@@ -198,9 +202,13 @@ class GCSStorage(Storage):
             raw: bytes = blob.download_as_bytes(timeout=timeout, retry=None)
             return raw
 
-        raw = self._retrying(key, attempt, _MISSING, write=False, refused=lambda: (
-            LeaseNotFoundError("no lease record", key=key, backend="gs")
-        ))
+        raw = self._retrying(
+            key,
+            attempt,
+            _MISSING,
+            write=False,
+            refused=lambda: LeaseNotFoundError("no lease record", key=key, backend="gs"),
+        )
         if blob.generation is None:
             raise StorageError("GCS did not report the object's generation", key=key, backend="gs")
         return raw, int(blob.generation)
@@ -213,13 +221,23 @@ class GCSStorage(Storage):
 
         def attempt(timeout: float) -> int:
             blob = self._bucket().blob(name)
-            blob.upload_from_string(raw, content_type=CONTENT_TYPE, if_generation_match=expected,
-                                    timeout=timeout, retry=None)
+            blob.upload_from_string(
+                raw,
+                content_type=CONTENT_TYPE,
+                if_generation_match=expected,
+                timeout=timeout,
+                retry=None,
+            )
             return int(blob.generation)
 
         # 404 here means the bucket is missing: not a condition, an error (see _errors)
-        version: int = self._retrying(key, attempt, _PRECONDITION, refused=refused,
-                                      resolve=lambda exc: self._resolve(key, raw, exc))
+        version: int = self._retrying(
+            key,
+            attempt,
+            _PRECONDITION,
+            refused=refused,
+            resolve=lambda exc: self._resolve(key, raw, exc),
+        )
         return version
 
     def _retrying(
@@ -263,7 +281,8 @@ class GCSStorage(Storage):
         return OutcomeUnknownError(
             f"a retried write to gs://{self.bucket_name} failed its precondition ({exc}) after an "
             "earlier attempt that may have been applied; re-read the record",
-            key=key, backend="gs",
+            key=key,
+            backend="gs",
         )
 
     def _gave_up(self, key: str, attempts: Attempts) -> StorageError:
@@ -272,17 +291,20 @@ class GCSStorage(Storage):
             return OutcomeUnknownError(
                 f"no attempt to write {where} succeeded within {self.deadline:g}s and one may "
                 f"have been applied (last error: {attempts.last_error}); re-read the record",
-                key=key, backend="gs",
+                key=key,
+                backend="gs",
             )
         return StorageUnavailableError(
-            f"{where} did not answer within {self.deadline:g}s (last error: "
-            f"{attempts.last_error})", key=key, backend="gs",
+            f"{where} did not answer within {self.deadline:g}s (last error: {attempts.last_error})",
+            key=key,
+            backend="gs",
         )
 
     def _conflict(self, key: str, expected: int) -> LeaseConflictError:
         return LeaseConflictError(
             f"expected generation {expected}, but the object has another one or does not exist",
-            key=key, backend="gs",
+            key=key,
+            backend="gs",
         )
 
     def _bucket(self) -> storage.Bucket:
@@ -294,8 +316,7 @@ class GCSStorage(Storage):
     def _new_client(self) -> storage.Client:
         options = {"api_endpoint": self.endpoint} if self.endpoint else None
         credentials = AnonymousCredentials() if self.anonymous else None  # type: ignore[no-untyped-call]
-        return storage.Client(project=self.project, credentials=credentials,
-                              client_options=options)
+        return storage.Client(project=self.project, credentials=credentials, client_options=options)
 
     @contextmanager
     def _errors(self, key: str | None) -> Iterator[None]:
@@ -314,4 +335,3 @@ class GCSStorage(Storage):
             raise StorageError(
                 f"gs://{self.bucket_name} refused the request: {exc}", key=key, backend="gs"
             ) from exc
-

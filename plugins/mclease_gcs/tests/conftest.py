@@ -16,13 +16,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from mclease_core.testing import (
-    MissingServerBinaryError,
-    ServerProcess,
-    fake_gcs_server,
-    fake_gcs_server_binary,
-    server_or_fail,
-)
+from mclease_core.testing import MissingServerBinaryError, ServerProcess, server_or_fail
+from mclease_dev.servers import fake_gcs_server, fake_gcs_server_binary
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +40,11 @@ def raw_client() -> Callable[[ServerProcess], Any]:
     """A plain google-cloud-storage client of a fake-gcs-server, to look behind the backend."""
 
     def client(server: ServerProcess) -> Any:
-        return storage.Client(project="test", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": f"http://{server.address}"})
+        return storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://{server.address}"},
+        )
 
     return client
 

@@ -6,7 +6,8 @@ import pytest
 
 from mclease_core import Storage
 from mclease_core.conformance import StorageConformance, StorageHarness
-from mclease_core.testing import FAKE_GCS_BUCKET, ServerProcess, free_port
+from mclease_core.testing import ServerProcess, free_port
+from mclease_dev.servers import FAKE_GCS_BUCKET
 from mclease_gcs import GCSStorage
 
 BUCKET = FAKE_GCS_BUCKET

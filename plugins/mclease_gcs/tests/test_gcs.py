@@ -26,13 +26,13 @@ from mclease_core import (
 )
 from mclease_core.conformance import sample_lease_data
 from mclease_core.testing import (
-    FAKE_GCS_BUCKET,
     LOOPBACK,
     ServerProcess,
     check_elector_takeover,
     check_frozen_server,
     check_outage_and_recovery,
 )
+from mclease_dev.servers import FAKE_GCS_BUCKET
 from mclease_gcs import GCSStorage
 
 BUCKET = FAKE_GCS_BUCKET
@@ -57,7 +57,10 @@ def test_a_full_url_is_parsed() -> None:
         "gs://leases/team/a?timeout=2&deadline=9&project=p&endpoint=http://x:1&anonymous=true"
     )
     assert (store.bucket_name, store.prefix, store.timeout, store.deadline) == (
-        "leases", "team/a", 2.0, 9.0
+        "leases",
+        "team/a",
+        2.0,
+        9.0,
     )
     assert (store.project, store.endpoint, store.anonymous) == ("p", "http://x:1", True)
     assert GCSStorage.from_url("gs://leases").prefix == "mclease"
@@ -179,15 +182,20 @@ def test_the_emulator_honours_delete_preconditions(
     xfail turns into a failure, and the marker must go.
     """
     if fake_gcs_version is not None and not _has_delete_preconditions(fake_gcs_version):
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason=f"fake-gcs-server {fake_gcs_version} predates PR #2343 (no release has it yet)",
-        ))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason=f"fake-gcs-server {fake_gcs_version} predates PR #2343 "
+                "(no release has it yet)",
+            )
+        )
     with GCSStorage.from_url(_url(gcs_server.address, "emulator")) as store:
         created = store.create("lease", sample_lease_data())
         current = store.update("lease", sample_lease_data("b"), version=created.version)
-    object_url = (f"http://{gcs_server.address}/storage/v1/b/{BUCKET}/o/emulator%2Flease"
-                  f"?ifGenerationMatch={created.version}")
+    object_url = (
+        f"http://{gcs_server.address}/storage/v1/b/{BUCKET}/o/emulator%2Flease"
+        f"?ifGenerationMatch={created.version}"
+    )
     answer = requests.delete(object_url, timeout=5)
     with GCSStorage.from_url(_url(gcs_server.address, "emulator")) as store:
         assert store.read("lease") == current, "a stale conditional DELETE removed the object"
@@ -263,8 +271,13 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _reply(self, status: int, payload: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
         self.send_response(status)
         for name, value in headers:
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "date",
-                                    "server"):
+            if name.lower() not in (
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "date",
+                "server",
+            ):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -292,9 +305,11 @@ def test_a_create_whose_response_was_lost_is_resolved_by_re_reading(
     with GCSStorage.from_url(_url(proxy.address, "lost-create")) as store:
         resolutions: list[Exception] = []
         resolve = store._resolve
-        monkeypatch.setattr(store, "_resolve", lambda key, raw, exc: (
-            resolutions.append(exc) or resolve(key, raw, exc)
-        ))
+        monkeypatch.setattr(
+            store,
+            "_resolve",
+            lambda key, raw, exc: resolutions.append(exc) or resolve(key, raw, exc),
+        )
         proxy.drop_responses = 1
         created = store.create("lease", sample_lease_data())  # retried: 412, then re-read
         assert proxy.drop_responses == 0
@@ -357,17 +372,19 @@ def test_persistent_429_gives_a_retryable_unavailable_error(proxy: FaultProxy) -
 
 
 def test_a_stopped_server_is_unavailable_then_recovers(start_gcs: StartGCS) -> None:
-    with start_gcs() as server, GCSStorage.from_url(
-        _url(server.address, options="timeout=1&deadline=2")
-    ) as store:
+    with (
+        start_gcs() as server,
+        GCSStorage.from_url(_url(server.address, options="timeout=1&deadline=2")) as store,
+    ):
         timings = check_outage_and_recovery(store, server, unavailable_within=4.0)
         assert max(timings.values()) < 4.0
 
 
 def test_a_frozen_server_gives_bounded_errors(start_gcs: StartGCS) -> None:
-    with start_gcs() as server, GCSStorage.from_url(
-        _url(server.address, options="timeout=0.5&deadline=1.5")
-    ) as store:
+    with (
+        start_gcs() as server,
+        GCSStorage.from_url(_url(server.address, options="timeout=0.5&deadline=1.5")) as store,
+    ):
         check_frozen_server(store, server, unavailable_within=store.capabilities.operation_timeout)
 
 

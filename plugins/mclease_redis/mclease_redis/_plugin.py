@@ -17,10 +17,16 @@ def mclease_backends() -> list[Backend]:
             url_example=example,
         )
         for scheme, description, example in (
-            ("redis", "Redis with Lua compare-and-swap (a failover can lose writes)",
-             "redis://redis.example:6379/0?prefix=mclease&password_file=/etc/mclease/password"),
-            ("rediss", "Redis over TLS with Lua compare-and-swap",
-             "rediss://redis.example:6380/0?ssl_ca_certs=/etc/ssl/ca.pem"
-             "&password_file=/etc/mclease/password"),
+            (
+                "redis",
+                "Redis with Lua compare-and-swap (a failover can lose writes)",
+                "redis://redis.example:6379/0?prefix=mclease&password_file=/etc/mclease/password",
+            ),
+            (
+                "rediss",
+                "Redis over TLS with Lua compare-and-swap",
+                "rediss://redis.example:6380/0?ssl_ca_certs=/etc/ssl/ca.pem"
+                "&password_file=/etc/mclease/password",
+            ),
         )
     ]

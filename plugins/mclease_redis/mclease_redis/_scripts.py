@@ -41,24 +41,34 @@ if not current then return {0} end
 if current ~= ARGV[1] then return {-1, current} end
 """
 
-CREATE = _NEXT_VERSION + """
+CREATE = (
+    _NEXT_VERSION
+    + """
 local existing = redis.call('HGET', KEYS[1], 'version')
 if existing or redis.call('EXISTS', KEYS[1]) == 1 then return {0, existing} end
 local version = next_version(nil)
 redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', version)
 return {1, version}
 """
+)
 
-UPDATE = _NEXT_VERSION + _CHECK_EXPECTED + """
+UPDATE = (
+    _NEXT_VERSION
+    + _CHECK_EXPECTED
+    + """
 local version = next_version(tonumber(current))
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', version)
 return {1, version}
 """
+)
 
-DELETE = _CHECK_EXPECTED + """
+DELETE = (
+    _CHECK_EXPECTED
+    + """
 redis.call('DEL', KEYS[1])
 return {1}
 """
+)
 
 
 def sha1(script: str) -> str:

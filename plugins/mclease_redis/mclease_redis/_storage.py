@@ -72,7 +72,11 @@ DEFAULT_PREFIX = "mclease"
 DEFAULT_TIMEOUT = 5.0
 _OUR_OPTIONS = {"prefix", "timeout"}
 _TLS_OPTIONS = {
-    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
 }
 _PASSED_OPTIONS = _TLS_OPTIONS | {"client_name"}
 _USAGE = (
@@ -103,8 +107,10 @@ class RedisStorage(Storage):
         self.prefix = prefix
         self.timeout = timeout
         self.scheme = scheme
-        self._digests = {script: _scripts.sha1(script) for script in
-                         (_scripts.CREATE, _scripts.UPDATE, _scripts.DELETE)}
+        self._digests = {
+            script: _scripts.sha1(script)
+            for script in (_scripts.CREATE, _scripts.UPDATE, _scripts.DELETE)
+        }
 
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
@@ -198,13 +204,15 @@ class RedisStorage(Storage):
         if status == _scripts.MISSING_OR_PRESENT:
             raise LeaseConflictError(
                 f"expected version {expected}, but the record does not exist",
-                key=key, backend=self.scheme,
+                key=key,
+                backend=self.scheme,
             )
         if status == _scripts.MISMATCH:
             stored = answer[1].decode("ascii", "replace")
             raise LeaseConflictError(
                 f"expected version {expected}, stored version is {stored}",
-                key=key, backend=self.scheme,
+                key=key,
+                backend=self.scheme,
             )
 
     @property
@@ -240,12 +248,15 @@ class RedisStorage(Storage):
         if code == "WRONGTYPE":
             return self._corrupt(key, f"a key of the lease has the wrong type ({detail})")
         if code in _UNAVAILABLE_REPLIES or "cluster is down" in detail.lower():
-            return StorageUnavailableError(f"Redis cannot serve the lease now: {detail}", key=key,
-                                           backend=self.scheme)
+            return StorageUnavailableError(
+                f"Redis cannot serve the lease now: {detail}", key=key, backend=self.scheme
+            )
         if code in ("MOVED", "ASK"):
             return StorageError(
                 f"this Redis node does not own the lease's hash slot ({detail}); point the URL at "
-                "the cluster node that does", key=key, backend=self.scheme,
+                "the cluster node that does",
+                key=key,
+                backend=self.scheme,
             )
         return StorageError(f"Redis refused the command: {detail}", key=key, backend=self.scheme)
 
@@ -259,7 +270,8 @@ class RedisStorage(Storage):
         return CorruptRecordError(
             f"stored lease record is corrupt: {problem}; delete the record to let electors "
             "recreate it",
-            key=key, backend=self.scheme,
+            key=key,
+            backend=self.scheme,
         )
 
     def _script(self, script: str, keys: tuple[str, str], *args: str | bytes) -> list[Any]:
@@ -308,10 +320,12 @@ class RedisStorage(Storage):
                 raise OutcomeUnknownError(
                     f"the connection to Redis at {where} failed after the write was sent "
                     f"({self._detail(exc)}); it may have been applied: re-read the record",
-                    key=key, backend=self.scheme,
+                    key=key,
+                    backend=self.scheme,
                 ) from exc
             raise StorageUnavailableError(
-                f"Redis at {where} did not answer: {self._detail(exc)}", key=key,
+                f"Redis at {where} did not answer: {self._detail(exc)}",
+                key=key,
                 backend=self.scheme,
             ) from exc
         except redis.ResponseError as exc:
@@ -375,9 +389,7 @@ def _parse_options(url: str, parts: urllib.parse.SplitResult) -> dict[str, str]:
         raise ConfigurationError(
             f"invalid redis URL {redact(url)!r}: the path must be a database number"
         )
-    options = url_options(
-        url, _OUR_OPTIONS | _PASSED_OPTIONS | CREDENTIAL_OPTIONS, backend="redis"
-    )
+    options = url_options(url, _OUR_OPTIONS | _PASSED_OPTIONS | CREDENTIAL_OPTIONS, backend="redis")
     if parts.scheme == "redis" and set(options) & _TLS_OPTIONS:
         raise ConfigurationError(f"TLS options need the rediss:// scheme in {redact(url)!r}")
     return options

@@ -11,7 +11,8 @@ from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
-from mclease_core.testing import ServerProcess, redis_server, server_or_fail
+from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.servers import redis_server
 
 
 @contextmanager

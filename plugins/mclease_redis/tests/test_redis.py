@@ -168,8 +168,11 @@ def test_a_wrong_password_is_a_configuration_error_without_it(
         store.read("lease")
     text = str(info.value)
     assert "refused the credentials" in text
-    assert {"url": "the URL's user info", "file": "password_file=", "env": "$MCLEASE_STORAGE_"
-            "PASSWORD"}[source] in text
+    assert {
+        "url": "the URL's user info",
+        "file": "password_file=",
+        "env": "$MCLEASE_STORAGE_PASSWORD",
+    }[source] in text
     assert "\n" not in text
     for error in (info.value, info.value.__cause__):
         assert WRONG not in str(error)
@@ -179,9 +182,14 @@ def test_a_wrong_password_is_a_configuration_error_without_it(
 def test_no_password_for_a_protected_server_says_how_to_give_one(
     protected_redis: ServerProcess,
 ) -> None:
-    with RedisStorage.from_url(f"redis://{protected_redis.address}/0") as store, \
-            pytest.raises(ConfigurationError, match="requires a password; give it with "
-                          "password_file=PATH, \\$MCLEASE_STORAGE_PASSWORD or the URL"):
+    with (
+        RedisStorage.from_url(f"redis://{protected_redis.address}/0") as store,
+        pytest.raises(
+            ConfigurationError,
+            match="requires a password; give it with "
+            "password_file=PATH, \\$MCLEASE_STORAGE_PASSWORD or the URL",
+        ),
+    ):
         store.read("lease")
 
 
@@ -209,8 +217,9 @@ def test_a_new_connection_reads_the_rotated_password_file(
         path.unlink()
         assert store.read("lease") == created  # the pooled connection stays authenticated
         raw.client_kill_filter(_type="normal", skipme=True)
-        with pytest.raises(ConfigurationError, match=f"cannot read the redis password file "
-                           f"'{path}'"):
+        with pytest.raises(
+            ConfigurationError, match=f"cannot read the redis password file '{path}'"
+        ):
             store.read("lease")
         _password_file(tmp_path, PW)
         assert store.read("lease") == created
@@ -238,14 +247,27 @@ def test_keys_are_readable_with_redis_cli(redis_server: ServerProcess) -> None:
 def test_scripts_run_on_a_cluster_node_without_crossslot(start_redis: StartRedis) -> None:
     """A one-node Redis Cluster still refuses scripts whose keys span slots (and a password is
     checked: a wrong one is a clear, non-retryable error)."""
-    with start_redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                     "--cluster-port", str(free_port()), "--requirepass", PW) as server:
+    with start_redis(
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-port",
+        str(free_port()),
+        "--requirepass",
+        PW,
+    ) as server:
         raw = _raw_client(server, password=PW)
         raw.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-        wait_until(lambda: b"cluster_state:ok" in raw.execute_command("CLUSTER", "INFO"),
-                   timeout=10, message="the one-node cluster to be ready")
-        with RedisStorage.from_url(f"redis://:{WRONG}@{server.address}/0") as store, \
-                pytest.raises(ConfigurationError, match="refused the credentials"):
+        wait_until(
+            lambda: b"cluster_state:ok" in raw.execute_command("CLUSTER", "INFO"),
+            timeout=10,
+            message="the one-node cluster to be ready",
+        )
+        with (
+            RedisStorage.from_url(f"redis://:{WRONG}@{server.address}/0") as store,
+            pytest.raises(ConfigurationError, match="refused the credentials"),
+        ):
             store.read("a")
         with RedisStorage.from_url(f"redis://:{PW}@{server.address}/0?prefix=c") as store:
             for key in ("a", "b/c", "{x}y", "ünï"):

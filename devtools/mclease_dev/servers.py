@@ -1,0 +1,158 @@
+"""This repository's test servers: ``redis-server``, ``etcd`` and ``fake-gcs-server`` on loopback.
+
+Configured for tests (loopback, free ports, no persistence beyond the run) and started with
+:class:`mclease_core.testing.ServerProcess`. ``hack/test-servers.sh`` installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from mclease_core.testing import LOOPBACK, ServerProcess, find_server_binary, free_port
+
+from . import REPO_ROOT
+
+__all__ = [
+    "FAKE_GCS_BUCKET",
+    "etcd_server",
+    "fake_gcs_server",
+    "fake_gcs_server_binary",
+    "redis_server",
+]
+
+FAKE_GCS_BUCKET = "mclease-test"
+"""The bucket :func:`fake_gcs_server` creates."""
+INSTALL_HINT = "run hack/test-servers.sh"
+
+
+@contextlib.contextmanager
+def redis_server(*extra: str) -> Iterator[ServerProcess]:
+    """A ``redis-server`` on loopback and a free port, persisting nothing; ``extra`` arguments
+    are appended to its command line."""
+    binary = find_server_binary("redis-server", hint=f"{INSTALL_HINT} (apt redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="mclease-redis-") as data:
+        command = [
+            binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--dir",
+            data,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            *extra,
+        ]
+        with ServerProcess(command, port=port, name="redis-server") as server:
+            yield server
+
+
+@contextlib.contextmanager
+def etcd_server(
+    *extra: str, scheme: str = "http", ready: Callable[[int], bool] | None = None
+) -> Iterator[ServerProcess]:
+    """A single-member ``etcd`` on loopback and free ports, its data in a temporary folder kept
+    across :meth:`ServerProcess.stop` and :meth:`ServerProcess.start`.
+
+    It is ready when ``ready(port)`` is true; by default when ``GET /health`` says so (which needs
+    ``scheme="http"``: pass a probe of your own for TLS).
+    """
+    binary = find_server_binary("etcd", hint=f"{INSTALL_HINT} (apt etcd-server)")
+    port, peer = free_port(), free_port()
+    probe = ready or _etcd_healthy
+    with tempfile.TemporaryDirectory(prefix="mclease-etcd-") as data:
+        command = [
+            binary,
+            "--name",
+            "test",
+            "--data-dir",
+            data,
+            "--listen-client-urls",
+            f"{scheme}://{LOOPBACK}:{port}",
+            "--advertise-client-urls",
+            f"{scheme}://{LOOPBACK}:{port}",
+            "--listen-peer-urls",
+            f"http://{LOOPBACK}:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://{LOOPBACK}:{peer}",
+            "--initial-cluster",
+            f"test=http://{LOOPBACK}:{peer}",
+            "--logger",
+            "zap",
+            "--log-level",
+            "error",
+            *extra,
+        ]
+        with ServerProcess(command, port=port, name="etcd", ready=lambda: probe(port)) as server:
+            yield server
+
+
+def _etcd_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/health", timeout=1) as answer:
+            return bool(json.load(answer).get("health") == "true")
+    except (OSError, ValueError):
+        return False
+
+
+def fake_gcs_server_binary() -> str:
+    """The fake-gcs-server to test with: ``$MCLEASE_FAKE_GCS_SERVER``, else the one
+    ``hack/fake-gcs-server.sh`` built into this checkout's cache, else ``PATH``."""
+    candidates: list[str | Path] = []
+    if os.environ.get("MCLEASE_FAKE_GCS_SERVER"):
+        candidates.append(os.environ["MCLEASE_FAKE_GCS_SERVER"])
+    script = REPO_ROOT / "hack" / "fake-gcs-server.sh"
+    if script.is_file():
+        found = subprocess.run(
+            ["bash", str(script), "--path"], capture_output=True, text=True, check=False
+        )
+        candidates.append(found.stdout.strip())
+    return find_server_binary(
+        "fake-gcs-server",
+        candidates=[c for c in candidates if c],
+        hint=f"{INSTALL_HINT} (it builds fake-gcs-server from the Go module proxy), "
+        "or set MCLEASE_FAKE_GCS_SERVER",
+    )
+
+
+@contextlib.contextmanager
+def fake_gcs_server(binary: str | None = None) -> Iterator[ServerProcess]:
+    """A ``fake-gcs-server`` (memory backend, plain HTTP) on loopback and a free port, with the
+    empty bucket :data:`FAKE_GCS_BUCKET` (recreated empty by every start)."""
+    binary = binary or fake_gcs_server_binary()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="mclease-gcs-") as data:
+        (Path(data) / FAKE_GCS_BUCKET).mkdir()
+        command = [
+            binary,
+            "-backend",
+            "memory",
+            "-scheme",
+            "http",
+            "-host",
+            LOOPBACK,
+            "-port",
+            str(port),
+            "-public-host",
+            f"{LOOPBACK}:{port}",
+            "-external-url",
+            f"http://{LOOPBACK}:{port}",
+            "-data",
+            data,
+            "-log-level",
+            "error",
+        ]
+        with ServerProcess(command, port=port, name="fake-gcs-server") as server:
+            yield server
