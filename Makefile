@@ -33,7 +33,7 @@ demo-elect: dev
 lint: dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/mypy --strict mclease_core devtools/mclease_dev $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin)))
+	$(VENV)/bin/mypy --strict mclease_core devtools/mclease_dev $(foreach plugin,$(PLUGINS),$(plugin)/$(notdir $(plugin))) bench demo
 
 ## test: lint, then every test (installs or builds the test servers first)
 test: dev lint test-servers kube-assets go-candidate helm

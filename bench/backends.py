@@ -1,7 +1,7 @@
 """Storage backends on this machine: our read and compare-and-swap against the raw client's.
 
 For each networked backend (Redis, etcd, GCS through fake-gcs-server) it starts a server on
-127.0.0.1 (``mclease_core.testing``, the same starters the plugins' fixtures use), measures
+127.0.0.1 (``mclease_dev.servers``, the same starters the plugins' fixtures use), measures
 sequential single-client operations, and stops the server:
 
 * ``read``: ``Storage.read`` against the raw client's read of the same key (Redis ``HMGET``, etcd
@@ -28,14 +28,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from _common import Row, measure, report, summarize, with_ratio
 
-from mclease_core import Storage, encode_lease_data
+from mclease_core import Storage
 from mclease_core.conformance import sample_lease_data
+from mclease_core.plugin import encode_lease_data
 from mclease_dev.servers import FAKE_GCS_BUCKET, etcd_server, fake_gcs_server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +63,15 @@ class Pair:
 def compare(backend: str, pair: Pair, count: int) -> list[Row]:
     """Four rows: read and cas, ours and raw, with our overhead as a ratio."""
     data = sample_lease_data("bench")
-    version = [pair.store.create(KEY, data).version]
+    version = pair.store.create(KEY, data).version
 
     def ours_cas() -> None:
-        version[0] = pair.store.update(KEY, data, version=version[0]).version
+        nonlocal version
+        version = pair.store.update(KEY, data, version=version).version
 
     def raw_cas() -> None:
-        version[0] = pair.raw_cas(version[0])
+        nonlocal version
+        version = pair.raw_cas(version)
 
     rows = []
     for benchmark, ours, raw in (
@@ -123,7 +126,7 @@ def redis_pair() -> Iterator[Pair]:
 
 @contextmanager
 def etcd_pair() -> Iterator[Pair]:
-    import pyetcd
+    import pyetcd  # type: ignore[import-untyped]
 
     from mclease_etcd import EtcdStorage
 
@@ -149,7 +152,7 @@ def etcd_pair() -> Iterator[Pair]:
 @contextmanager
 def gcs_pair() -> Iterator[Pair]:
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[import-untyped]
 
     from mclease_gcs import GCSStorage
 
@@ -160,7 +163,7 @@ def gcs_pair() -> Iterator[Pair]:
         )
         client = storage.Client(
             project="bench",
-            credentials=AnonymousCredentials(),
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": endpoint},
         )
         bucket = client.bucket(FAKE_GCS_BUCKET)
@@ -180,7 +183,11 @@ def gcs_pair() -> Iterator[Pair]:
         client.close()
 
 
-PAIRS: dict[str, Callable[[], Any]] = {"redis": redis_pair, "etcd": etcd_pair, "gcs": gcs_pair}
+PAIRS: dict[str, Callable[[], AbstractContextManager[Pair]]] = {
+    "redis": redis_pair,
+    "etcd": etcd_pair,
+    "gcs": gcs_pair,
+}
 
 
 def conformance_row(backend: str) -> Row:

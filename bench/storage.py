@@ -7,17 +7,15 @@ Run with ``make bench`` (or ``.venv/bin/python bench/storage.py``). Prints a tab
 from __future__ import annotations
 
 import sqlite3
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _common import Row, measure, report, summarize, with_ratio
 
-from mclease_core import FakeClock, LeaderElector, LeaseTiming, encode_lease_data
+from mclease_core import FakeClock, LeaderElector, LeaseTiming
 from mclease_core.backends import SQLiteStorage
 from mclease_core.conformance import sample_lease_data
+from mclease_core.plugin import encode_lease_data
 
 COUNT = 2000
 

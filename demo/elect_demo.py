@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from mclease_core.testing import wait_until
+from mclease_dev.processes import ElectProcess
 
 LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 4.0, 3.0, 1.0
 WORKER = (
@@ -31,72 +33,40 @@ def say(who: str, what: str) -> None:
         print(f"  t={time.monotonic() - START:6.2f}s  {who:<6} {what}", flush=True)
 
 
-class Candidate:
-    def __init__(self, name: str, url: str):
-        self.name = name
+class Candidate(ElectProcess):
+    """One ``mclease elect`` whose output the demo follows, printing what matters."""
+
+    def __init__(self, name: str, url: str, workdir: Path):
         self.led_at: float | None = None
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mclease_core._cli",
-                "elect",
-                "--storage",
-                url,
-                "--name",
-                "demo-job",
-                "--identity",
-                name,
-                "--lease-duration",
-                str(LEASE_DURATION),
-                "--renew-deadline",
-                str(RENEW_DEADLINE),
-                "--retry-period",
-                str(RETRY_PERIOD),
-                "--",
-                sys.executable,
-                "-c",
-                WORKER,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
+        super().__init__(
+            name,
+            url,
+            "demo-job",
+            [sys.executable, "-c", WORKER],
+            workdir / f"{name}.log",
+            timing=(LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD),
+            on_line=self._on_line,
         )
-        for stream in (self.process.stdout, self.process.stderr):
-            threading.Thread(target=self._follow, args=(stream,), daemon=True).start()
+        self.start()
 
-    def _follow(self, stream) -> None:  # type: ignore[no-untyped-def]
-        for line in stream:
-            line = line.rstrip()
-            if "worker started" in line:
-                self.led_at = time.monotonic()
-                say(self.name, f"LEADER: {line}")
-            elif "leader of" in line and "is now" in line:
-                say(self.name, "sees leader: " + line.split("is now ", 1)[1])
-            elif "worker still working" in line:
-                pass
-            elif "stopped leading" in line or "released" in line or "received signal" in line:
-                say(self.name, line.split(": ", 1)[-1])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def _on_line(self, line: str) -> None:
+        if "worker started" in line:
+            self.led_at = time.monotonic()
+            say(self.name, f"LEADER: {line}")
+        elif "leader of" in line and "is now" in line:
+            say(self.name, "sees leader: " + line.split("is now ", 1)[1])
+        elif "stopped leading" in line or "released" in line or "received signal" in line:
+            say(self.name, line.split(": ", 1)[-1])
 
 
 def wait_for_leader(candidates: list[Candidate], timeout: float) -> Candidate | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for candidate in candidates:
-            if candidate.led_at is not None and candidate.process.poll() is None:
-                return candidate
-        time.sleep(0.02)
-    return None
+    def leader() -> Candidate | None:
+        return next((c for c in candidates if c.led_at is not None and c.alive()), None)
+
+    try:
+        return wait_until(leader, timeout=timeout, interval=0.02, message="a leader")
+    except AssertionError:
+        return None
 
 
 def main() -> int:
@@ -107,7 +77,7 @@ def main() -> int:
             f"  lease duration {LEASE_DURATION:g}s, renew deadline {RENEW_DEADLINE:g}s, "
             f"retry period {RETRY_PERIOD:g}s\n"
         )
-        candidates = [Candidate("alpha", url), Candidate("beta", url)]
+        candidates = [Candidate("alpha", url, Path(workdir)), Candidate("beta", url, Path(workdir))]
         say("demo", "started alpha and beta")
         try:
             leader = wait_for_leader(candidates, 15)
@@ -118,8 +88,9 @@ def main() -> int:
             follower = next(c for c in candidates if c is not leader)
             say("demo", f"kill -9 {leader.name} (the leader; its worker dies with it, no release)")
             killed_at = time.monotonic()
-            os.kill(leader.process.pid, signal.SIGKILL)
-            leader.process.wait()
+            os.kill(leader.pid, signal.SIGKILL)  # the elector alone, as a crash of it would
+            assert leader.popen is not None
+            leader.popen.wait()
             bound = LEASE_DURATION + 2 * RETRY_PERIOD
             new_leader = wait_for_leader([follower], bound + 5)
             if new_leader is None:
@@ -128,7 +99,9 @@ def main() -> int:
             gap = (new_leader.led_at or 0) - killed_at
             time.sleep(1.5)
             say("demo", f"SIGTERM {new_leader.name}: it stops its worker and releases the lease")
-            new_leader.stop()
+            os.kill(new_leader.pid, signal.SIGTERM)  # the elector alone: it stops its worker
+            assert new_leader.popen is not None
+            new_leader.popen.wait(10)
             verdict = "within" if gap <= bound else "OVER"
             print(
                 f"\ntakeover after {gap:.2f}s, {verdict} the bound of lease duration + 2 x retry "
@@ -137,7 +110,7 @@ def main() -> int:
             return 0 if gap <= bound else 1
         finally:
             for candidate in candidates:
-                candidate.stop()
+                candidate.terminate()
             print("all processes stopped.")
 
 

@@ -1,10 +1,10 @@
 """The multi-cluster demo: one leader across two Kubernetes clusters, and a crash failover.
 
 What it runs, all on this machine: two independent Kubernetes control planes ("east" and "west",
-each its own etcd and kube-apiserver, from the test bed in ``tests/kube/testbed.py``), the
+each its own etcd and kube-apiserver, from the test bed :mod:`mclease_dev.kube`), the
 MultiClusterLease CRD and the controller's RBAC in both, one ``mclease controller`` per cluster
 sharing one SQLite file as the global store, and in each cluster a candidate pod named ``app-0``
-(``tests/e2e/candidate.py``: the standard Python elector with ``MultiClusterLeaseLock``). It waits
+(:mod:`mclease_dev.candidate`: the standard Python elector with ``MultiClusterLeaseLock``). It waits
 until one leads, kills that pod with SIGKILL (no goodbye, no release), and prints the takeover as a
 timeline against the bound ``leaseDuration + 2 x retryPeriod``. Everything it started is stopped
 at the end.
@@ -15,22 +15,19 @@ the same and more. Needs the Kubernetes binaries (``hack/kube-assets.sh``; ``mak
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.e2e import harness  # noqa: E402
-from tests.kube.testbed import AssetsMissingError, find_assets, start_clusters  # noqa: E402
+from mclease_core.testing import wait_until
+from mclease_dev import multicluster
+from mclease_dev.kube import AssetsMissingError, find_assets, start_clusters
+from mclease_dev.processes import pid_exists
 
 NAMESPACE = "demo"
-BOUND = harness.LEASE_DURATION + 2 * harness.RETRY_PERIOD
+BOUND = multicluster.LEASE_DURATION + 2 * multicluster.RETRY_PERIOD
 START = time.monotonic()
 PRINT_LOCK = threading.Lock()
 
@@ -49,7 +46,9 @@ def show(text: str) -> None:
 class Timeline(threading.Thread):
     """Prints who starts and stops leading (from heartbeats) and what each cluster's status says."""
 
-    def __init__(self, candidates: list[harness.CandidateProcess], sites: list[harness.Site]):
+    def __init__(
+        self, candidates: list[multicluster.CandidateProcess], sites: list[multicluster.Site]
+    ):
         super().__init__(name="timeline", daemon=True)
         self.candidates = candidates
         self.sites = sites
@@ -65,7 +64,7 @@ class Timeline(threading.Thread):
             for site in self.sites:
                 self._status_of(site)
 
-    def _follow(self, candidate: harness.CandidateProcess) -> None:
+    def _follow(self, candidate: multicluster.CandidateProcess) -> None:
         beats = candidate.beats()
         if not beats:
             return
@@ -79,7 +78,7 @@ class Timeline(threading.Thread):
             self._leading[candidate.label] = False
             say(candidate.label, "stopped leading (last heartbeat)", last)
 
-    def _status_of(self, site: harness.Site) -> None:
+    def _status_of(self, site: multicluster.Site) -> None:
         try:
             view = site.view()
         except Exception:
@@ -97,7 +96,7 @@ class Timeline(threading.Thread):
         say(f"{site.name} status", f"globalHolderIdentity = {text}")
 
 
-def kubectl_table(sites: list[harness.Site]) -> None:
+def kubectl_table(sites: list[multicluster.Site]) -> None:
     for site in sites:
         if site.cluster.assets.kubectl is None:
             return
@@ -118,23 +117,25 @@ def main() -> int:
         return 1
     show("mclease multi-cluster demo: one leader across two Kubernetes clusters")
     show(
-        f"  candidates: lease duration {harness.LEASE_DURATION}s, renew deadline "
-        f"{harness.RENEW_DEADLINE}s, retry period {harness.RETRY_PERIOD}s; controllers "
-        f"reconcile every {harness.CONTROLLER_RETRY_PERIOD:g}s\n"
+        f"  candidates: lease duration {multicluster.LEASE_DURATION}s, renew deadline "
+        f"{multicluster.RENEW_DEADLINE}s, retry period {multicluster.RETRY_PERIOD}s; controllers "
+        f"reconcile every {multicluster.CONTROLLER_RETRY_PERIOD:g}s\n"
     )
     with tempfile.TemporaryDirectory(prefix="mclease-mc-demo-") as tmp:
         workdir = Path(tmp)
         say("demo", "starting two Kubernetes control planes, east and west (etcd + apiserver)")
         clusters = start_clusters(["east", "west"], workdir / "kube", assets)
-        group = harness.ProcessGroup(workdir)
+        group = multicluster.ProcessGroup(workdir)
         timeline: Timeline | None = None
         try:
             sites = []
             for cluster in clusters.values():
-                controller_kubeconfig = harness.prepare_cluster(cluster)
-                candidate_kubeconfig = harness.prepare_namespace(cluster, NAMESPACE)
+                controller_kubeconfig = multicluster.prepare_cluster(cluster)
+                candidate_kubeconfig = multicluster.prepare_namespace(cluster, NAMESPACE)
                 sites.append(
-                    harness.Site(cluster, NAMESPACE, controller_kubeconfig, candidate_kubeconfig)
+                    multicluster.Site(
+                        cluster, NAMESPACE, controller_kubeconfig, candidate_kubeconfig
+                    )
                 )
             say("demo", "both up; MultiClusterLease CRD and RBAC installed in each")
             store = f"sqlite:///{workdir / 'global-leases.db'}"
@@ -146,9 +147,9 @@ def main() -> int:
             say("demo", "pod app-0 started in east and in west (same name on purpose)")
             timeline = Timeline(candidates, sites)
             timeline.start()
-            leader, first = harness.wait_for_leader(candidates, timeout=60)
+            leader, first = multicluster.wait_for_leader(candidates, timeout=60)
             (follower,) = [c for c in candidates if c is not leader]
-            harness.wait_for(
+            wait_until(
                 lambda: (last := leader.last_beat()) is not None and last - first > 3,
                 timeout=20,
                 message="three seconds of leadership",
@@ -161,12 +162,14 @@ def main() -> int:
                 "demo", f"kill -9 {leader.label} (the leader: no release, its work dies)", killed_at
             )
             last_beat = leader.last_beat() or killed_at
-            _, took_over = harness.wait_for_leader([follower], timeout=BOUND + 20, after=killed_at)
+            _, took_over = multicluster.wait_for_leader(
+                [follower], timeout=BOUND + 20, after=killed_at
+            )
             time.sleep(1.0)  # a second of the new leader's timeline
             kubectl_table(sites)
 
             gap = took_over - killed_at
-            clashes = harness.overlaps(harness.all_intervals(candidates))
+            clashes = multicluster.overlaps(multicluster.all_intervals(candidates))
             beats = sum(len(c.beats()) for c in candidates)
             verdict = "within" if gap <= BOUND else "OVER"
             show(
@@ -176,8 +179,8 @@ def main() -> int:
             )
             show(
                 "  The old leader's controller released the global lease once its pod had been "
-                f"silent for a lease duration ({harness.LEASE_DURATION}s); the other cluster's "
-                "controller read the release and confirmed its own pod."
+                f"silent for a lease duration ({multicluster.LEASE_DURATION}s); the other "
+                "cluster's controller read the release and confirmed its own pod."
             )
             if clashes:
                 show(f"  TWO LEADERS AT ONCE: {clashes}")
@@ -196,16 +199,8 @@ def main() -> int:
             for cluster in clusters.values():
                 pids += cluster.pids
                 cluster.stop()
-            left = [pid for pid in pids if _alive(pid)]
+            left = [pid for pid in pids if pid_exists(pid)]
             show("\n  all processes stopped." if not left else f"\n  STILL RUNNING: {left}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -79,7 +79,6 @@ check_template() {
   fi
   cp -r "${template}" "${copy}"
   mv "${copy}/pyproject.toml.in" "${copy}/pyproject.toml"
-  rm "${copy}/conftest.py"
   "${WORK}/build-env/bin/pip" wheel "${PIP_FLAGS[@]}" --no-build-isolation --no-deps \
     --wheel-dir "${WORK}/template-wheel" "${copy}" >/dev/null
   unzip -p "${WORK}"/template-wheel/mclease_example-*.whl '*/entry_points.txt' |

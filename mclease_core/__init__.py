@@ -1,16 +1,21 @@
 """mclease: multi-cluster leader election for Kubernetes.
 
-This package is the core: the storage contract every backend implements, plugin discovery by URL
-scheme, the built-in ``memory://`` and ``sqlite://`` backends, the conformance suite third-party
-backends run (:mod:`mclease_core.conformance`), and the global :class:`LeaderElector`.
+This root namespace is the user API: open a store by URL (:func:`open_storage`, with
+:func:`load_backends` for a registry of your own), run the global :class:`LeaderElector` with a
+:class:`LeaseTiming` and a :class:`Clock`, read :class:`LeaseObject` records, and catch the
+errors of one small hierarchy (:class:`MCLeaseError` and below).
+
+Elsewhere: :mod:`mclease_core.plugin` is the backend author's kit (the storage contract, the
+hook, the record codec, the URL, deadline and error helpers); :mod:`mclease_core.conformance` is
+the suite every backend runs; the built-in ``memory://`` and ``sqlite://`` backends are in
+:mod:`mclease_core.backends`; the Kubernetes controller in :mod:`mclease_core.controller`.
 """
 
 from importlib import metadata as _metadata
 
-from ._clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
-from ._codec import decode_lease_data, encode_lease_data
-from ._decisions import Action, Decision, LeaseTiming, Observation, decide, observe
-from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm, StepOutcome
+from ._clock import SYSTEM_CLOCK, Clock, FakeClock
+from ._decisions import LeaseTiming
+from ._elector import ElectorCallbacks, LeaderElector, LeadershipTerm, StepResult
 from ._errors import (
     ConfigurationError,
     CorruptRecordError,
@@ -24,29 +29,8 @@ from ._errors import (
     StorageUnavailableError,
     UnknownBackendError,
 )
-from ._hooks import ENTRY_POINT_GROUP, PROJECT_NAME, Backend, hookimpl, hookspec
-from ._instrumented import CountingStorage
-from ._plugins import (
-    BackendInfo,
-    BackendRegistry,
-    PluginFailure,
-    default_registry,
-    load_backends,
-    open_storage,
-    url_scheme,
-)
-from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage, validate_key
-from ._urls import (
-    CREDENTIAL_OPTIONS,
-    PASSWORD_ENV,
-    USERNAME_ENV,
-    Credentials,
-    credentials,
-    redact,
-    reject_stray_at,
-    seconds_option,
-    url_options,
-)
+from ._plugins import load_backends, open_storage
+from ._storage import LeaseData, LeaseObject, Storage
 
 # pyproject.toml is the one source of the version; a source tree that is not installed has none.
 try:
@@ -55,24 +39,10 @@ except _metadata.PackageNotFoundError:
     __version__ = "0+unknown"
 
 __all__ = [
-    "CREDENTIAL_OPTIONS",
-    "ENTRY_POINT_GROUP",
-    "MAX_KEY_BYTES",
-    "PASSWORD_ENV",
-    "PROJECT_NAME",
     "SYSTEM_CLOCK",
-    "USERNAME_ENV",
-    "Action",
-    "Backend",
-    "BackendInfo",
-    "BackendRegistry",
-    "Capabilities",
     "Clock",
     "ConfigurationError",
     "CorruptRecordError",
-    "CountingStorage",
-    "Credentials",
-    "Decision",
     "ElectorCallbacks",
     "FakeClock",
     "InvalidKeyError",
@@ -85,30 +55,13 @@ __all__ = [
     "LeaseObject",
     "LeaseTiming",
     "MCLeaseError",
-    "Observation",
     "OutcomeUnknownError",
-    "PluginFailure",
-    "StepOutcome",
+    "StepResult",
     "Storage",
     "StorageError",
     "StorageUnavailableError",
-    "SystemClock",
     "UnknownBackendError",
     "__version__",
-    "credentials",
-    "decide",
-    "decode_lease_data",
-    "default_registry",
-    "encode_lease_data",
-    "hookimpl",
-    "hookspec",
     "load_backends",
-    "observe",
     "open_storage",
-    "redact",
-    "reject_stray_at",
-    "seconds_option",
-    "url_options",
-    "url_scheme",
-    "validate_key",
 ]

@@ -47,7 +47,7 @@ from ._crd import crd_manifest
 from ._decisions import LeaseTiming, safety_margin
 from ._elector import LeaderElector
 from ._errors import ConfigurationError, MCLeaseError, StorageError
-from ._limits import MAX_DURATION, MIN_DURATION, excerpt
+from ._limits import MAX_DURATION, MIN_DURATION, cluster_name_problem, excerpt
 from ._logging import LOG_LEVELS, configure_logging
 from ._options import (
     Options,
@@ -472,11 +472,12 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
     """The controller's configuration from the parsed flags (needs the ``controller`` extra)."""
     from .controller import ControllerConfig
 
-    if not args.cluster_name.strip():
+    problem = cluster_name_problem(args.cluster_name)
+    if problem:
         raise ConfigurationError(
-            "the cluster name is empty: set --cluster-name (or MCLEASE_CLUSTER_NAME; in "
-            "config/, CLUSTER_NAME of the mclease-controller-config ConfigMap) to this cluster's "
-            "name, unique among the clusters sharing the store"
+            f"{problem}: set --cluster-name (or MCLEASE_CLUSTER_NAME; in config/, CLUSTER_NAME "
+            "of the mclease-controller-config ConfigMap) to this cluster's name, unique among "
+            "the clusters sharing the store"
         )
     namespace = args.leader_elect_namespace or pod_namespace(os.environ, SERVICE_ACCOUNT_NAMESPACE)
     if args.leader_elect and not namespace:

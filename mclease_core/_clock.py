@@ -1,8 +1,8 @@
 """Clocks: a monotonic one for every duration and deadline, a wall one only for timestamps.
 
-Safety rule: nothing in mclease compares a timestamp written by another machine with the local
-clock. Durations are measured with :meth:`Clock.monotonic`; :meth:`Clock.now` exists only to fill
-the ``renew_time`` and ``acquire_time`` fields people read.
+Safety rules 1 and 5 (docs/safety.md): nothing in mclease compares a timestamp written by another
+machine with the local clock. Durations are measured with :meth:`Clock.monotonic`;
+:meth:`Clock.now` exists only to fill the ``renew_time`` and ``acquire_time`` fields people read.
 
 :class:`FakeClock` lets tests move time by hand instead of sleeping.
 """
@@ -54,11 +54,6 @@ class FakeClock:
             raise ValueError("a monotonic clock does not go back")
         with self._lock:
             self._monotonic += seconds
-            self._wall += dt.timedelta(seconds=seconds)
-
-    def skew_wall(self, seconds: float) -> None:
-        """Jump the wall clock (as NTP or an operator might) without moving the monotonic one."""
-        with self._lock:
             self._wall += dt.timedelta(seconds=seconds)
 
 

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from ._errors import CorruptRecordError
-from ._limits import excerpt
+from ._errors import corrupt as corrupt_record
 from ._storage import LeaseData
 
 FORMAT_VERSION = 1
@@ -42,12 +42,7 @@ def decode_lease_data(
     """Parse bytes written by :func:`encode_lease_data`; :class:`CorruptRecordError` otherwise."""
 
     def corrupt(problem: str) -> CorruptRecordError:
-        return CorruptRecordError(
-            f"stored lease record is corrupt: {excerpt(problem)}; delete the record to let "
-            "electors recreate it",
-            key=key,
-            backend=backend,
-        )
+        return corrupt_record(key, backend, problem)
 
     try:
         document = json.loads(raw)

@@ -66,7 +66,9 @@ class LeaseTiming:
             )
 
 
-class Action(enum.Enum):
+class ElectorAction(enum.Enum):
+    """What the global elector does next with the lease record (:class:`Decision`)."""
+
     CREATE = "create"
     """No record exists: create one naming us."""
     ACQUIRE = "acquire"
@@ -90,7 +92,7 @@ class Observation:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    action: Action
+    action: ElectorAction
     reason: str
     wait: float = 0.0
     """For ``WAIT``: seconds until the observed lease expires if nobody renews it."""
@@ -110,59 +112,60 @@ def observe(
 def decide(observation: Observation | None, me: Holder, leading: bool, now: float) -> Decision:
     """What to do after reading the record (``observation``) at monotonic time ``now``."""
     if observation is None:
-        return Decision(Action.CREATE, "no lease record exists")
+        return Decision(ElectorAction.CREATE, "no lease record exists")
     data = observation.record.data
     if data.holder == me:
         if leading:
-            return Decision(Action.RENEW, "we hold the lease")
-        return Decision(Action.ACQUIRE, "the record names us from an earlier term")
+            return Decision(ElectorAction.RENEW, "we hold the lease")
+        return Decision(ElectorAction.ACQUIRE, "the record names us from an earlier term")
     if data.is_released:
-        return Decision(Action.ACQUIRE, "the lease was released")
+        return Decision(ElectorAction.ACQUIRE, "the lease was released")
     remaining = observation.expires_at() - now
     if remaining > 0:
-        return Decision(Action.WAIT, f"{_describe(data.holder)} holds the lease", wait=remaining)
+        return Decision(
+            ElectorAction.WAIT, f"{_describe(data.holder)} holds the lease", wait=remaining
+        )
     return Decision(
-        Action.ACQUIRE,
+        ElectorAction.ACQUIRE,
         f"{_describe(data.holder)} has not renewed for {data.lease_duration_seconds:g}s",
     )
 
 
 def new_record(
-    action: Action,
+    action: ElectorAction,
     current: LeaseObject | None,
     me: Holder,
     lease_duration: float,
     wall_now: dt.datetime,
 ) -> LeaseData:
-    """The record to write for ``action`` over ``current`` (``None`` when creating)."""
-    cluster, identity = me
-    if action is Action.CREATE or current is None:
-        return LeaseData(
-            holder_identity=identity,
-            holder_cluster=cluster,
-            lease_duration_seconds=lease_duration,
-            acquire_time=wall_now,
-            renew_time=wall_now,
-        )
-    old = current.data
-    if action is Action.RENEW:
+    """The record to write for ``action`` over ``current`` (``None`` when creating).
+
+    A renewal carries the term's record (and token) forward; a create or an acquisition starts
+    a new term, counted as a transition when the holder changes."""
+    if action is ElectorAction.CREATE or current is None:
+        transitions = 0
+    elif action is ElectorAction.RENEW:
         return dataclasses.replace(
-            old,
+            current.data,
             lease_duration_seconds=lease_duration,
             renew_time=wall_now,
             fencing_token=current.fencing_token,
         )
-    if action is Action.ACQUIRE:
-        return LeaseData(
-            holder_identity=identity,
-            holder_cluster=cluster,
-            lease_duration_seconds=lease_duration,
-            acquire_time=wall_now,
-            renew_time=wall_now,
-            lease_transitions=old.lease_transitions + (0 if old.holder == me else 1),
-            fencing_token=None,  # a new term: its token is the version this write produces
-        )
-    raise ValueError(f"nothing to write for {action}")
+    elif action is ElectorAction.ACQUIRE:
+        old = current.data
+        transitions = old.lease_transitions + (0 if old.holder == me else 1)
+    else:
+        raise ValueError(f"nothing to write for {action}")
+    cluster, identity = me
+    return LeaseData(
+        holder_identity=identity,
+        holder_cluster=cluster,
+        lease_duration_seconds=lease_duration,
+        acquire_time=wall_now,
+        renew_time=wall_now,
+        lease_transitions=transitions,
+        fencing_token=None,  # a new term: its token is the version this write produces
+    )
 
 
 def released_record(current: LeaseObject, wall_now: dt.datetime) -> LeaseData:

@@ -31,7 +31,7 @@ from typing import Any
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._decisions import (
-    Action,
+    ElectorAction,
     Holder,
     LeaseTiming,
     Observation,
@@ -53,7 +53,7 @@ from ._errors import (
 from ._instrumented import CountingStorage
 from ._limits import excerpt
 from ._storage import LeaseData, LeaseObject, Storage, validate_key
-from ._watchdog import TermEnding, TermWatchdog, call_safely
+from ._watchdog import Term, TermKeeper, call_safely
 
 log = logging.getLogger("mclease.elector")
 
@@ -90,19 +90,13 @@ class ElectorCallbacks:
 
 
 @dataclasses.dataclass(frozen=True)
-class StepOutcome:
+class StepResult:
     """The result of one :meth:`LeaderElector.step`."""
 
     wrote: bool
     """This step's own compare-and-swap succeeded and started or extended the term."""
     leading: bool
     error: StorageError | None = None
-
-
-@dataclasses.dataclass
-class _Term:
-    public: LeadershipTerm
-    deadline: float
 
 
 class LeaderElector:
@@ -138,7 +132,13 @@ class LeaderElector:
         self._rng = rng or random.Random()
 
         self._lock = threading.RLock()
-        self._term: _Term | None = None
+        self._terms = TermKeeper(
+            clock,
+            self._lock,
+            on_ended=self._stopped_leading,
+            expire=self.check_deadline,
+            watchdog_name=f"mclease-watchdog-{name}",
+        )
         self._cached: LeaseObject | None = None
         self._observation: Observation | None = None
         self._reported_leader: Holder | None = None
@@ -151,10 +151,6 @@ class LeaderElector:
         self._reported_unexpected = False
 
         self._stopping = threading.Event()
-        self._ending = TermEnding()
-        self._watchdog = TermWatchdog(
-            self.term_deadline, self.check_deadline, clock, f"mclease-watchdog-{name}"
-        )
         self._running = False
         self._thread: threading.Thread | None = None
 
@@ -166,16 +162,12 @@ class LeaderElector:
 
     def is_leader(self) -> bool:
         """True while a term is active and its renew deadline has not passed."""
-        with self._lock:
-            term = self._term
-        return term is not None and self.clock.monotonic() < term.deadline
+        return self._terms.leading()
 
     @property
     def term(self) -> LeadershipTerm | None:
         """The current term, if leading."""
-        with self._lock:
-            term = self._term
-        return term.public if term is not None and self.is_leader() else None
+        return self._terms.public()
 
     @property
     def observed_record(self) -> LeaseObject | None:
@@ -197,14 +189,14 @@ class LeaderElector:
         """Make one attempt to become or stay leader; return whether we lead afterwards."""
         return self.step().leading
 
-    def step(self) -> StepOutcome:
+    def step(self) -> StepResult:
         """Make one attempt to become or stay leader, and say whether this attempt's own
         compare-and-swap started or extended the term (``wrote``). A term whose deadline
         passed (say the process was paused before the watchdog could run) ends first: it is
         never revived by a late renewal."""
         self.check_deadline()
         with self._lock:
-            term = self._term
+            term = self._terms.current()
             cached = self._cached
         try:
             with self._contained():
@@ -213,13 +205,13 @@ class LeaderElector:
                     wrote = self._renew_fast(term, cached)
                 if wrote is None:
                     wrote = self._read_and_decide(term)
-            return StepOutcome(wrote=wrote, leading=self.is_leader())
+            return StepResult(wrote=wrote, leading=self.is_leader())
         except StorageError as exc:
             self._note_error(exc)
-            return StepOutcome(wrote=False, leading=self.is_leader(), error=exc)
+            return StepResult(wrote=False, leading=self.is_leader(), error=exc)
         except ConfigurationError as exc:
             self._fail(exc)
-            return StepOutcome(wrote=False, leading=False)
+            return StepResult(wrote=False, leading=False)
         finally:
             with self._lock:
                 self._last_attempt = self.clock.monotonic()
@@ -250,10 +242,10 @@ class LeaderElector:
             return False
         return self.clock.monotonic() >= observation.expires_at()
 
-    def _renew_fast(self, term: _Term, cached: LeaseObject) -> bool | None:
+    def _renew_fast(self, term: Term, cached: LeaseObject) -> bool | None:
         """Renew from the cached version; ``None`` means 'conflict: re-read and decide'."""
         data = new_record(
-            Action.RENEW, cached, self.me, self.timing.lease_duration, self.clock.now()
+            ElectorAction.RENEW, cached, self.me, self.timing.lease_duration, self.clock.now()
         )
         sent = self.clock.monotonic()
         try:
@@ -266,17 +258,17 @@ class LeaderElector:
             if resolved is None:
                 return None
             written = resolved
-        return self._written(written, sent, Action.RENEW, term)
+        return self._written(written, sent, ElectorAction.RENEW, term)
 
-    def _read_and_decide(self, term: _Term | None) -> bool:
+    def _read_and_decide(self, term: Term | None) -> bool:
         observation = self.observe()
         current = observation.record if observation is not None else None
         now = self.clock.monotonic()
         if term is not None and (current is None or current.data.holder != self.me):
-            self._end_term(term, "the lease record no longer names us")
+            self._terms.end(term, "the lease record no longer names us")
             term = None
         decision = decide(observation, self.me, term is not None, now)
-        if decision.action is Action.WAIT:
+        if decision.action is ElectorAction.WAIT:
             self._next_wait = decision.wait
             return False
         log.debug("lease %r: %s (%s)", self.name, decision.action.value, decision.reason)
@@ -315,7 +307,7 @@ class LeaderElector:
         return None
 
     def _written(
-        self, written: LeaseObject, sent: float, action: Action, term: _Term | None
+        self, written: LeaseObject, sent: float, action: ElectorAction, term: Term | None
     ) -> bool:
         """Account for a successful write sent at monotonic time ``sent``; True if it started
         or extended a term."""
@@ -328,16 +320,14 @@ class LeaderElector:
             self.last_error = None
             if now >= deadline:
                 return False  # too slow to count; the watchdog ends the term
-            if action is Action.RENEW:
-                if self._term is not term or term is None:
+            if action is ElectorAction.RENEW:
+                if term is None or not self._terms.extend(term, deadline, sent=sent):
                     return False  # the term ended meanwhile; the next attempt starts a new one
-                term.deadline = deadline
             else:
                 started = LeadershipTerm(
                     self.name, self.identity, self.cluster, written.fencing_token, sent
                 )
-                self._term = _Term(started, deadline)
-            self._watchdog.wake()
+                self._terms.start(started, deadline)
         self._report_leader(written)
         if started is not None:
             log.info(
@@ -351,21 +341,13 @@ class LeaderElector:
 
     def check_deadline(self) -> None:
         """End the current term if its renew deadline has passed (the watchdog calls this)."""
-        with self._lock:
-            term = self._term
-        if term is not None and self.clock.monotonic() >= term.deadline:
-            self._end_term(term, f"no successful renewal within {self.timing.renew_deadline:g}s")
+        self._terms.expire_if_due(f"no successful renewal within {self.timing.renew_deadline:g}s")
 
-    def _end_term(self, term: _Term, reason: str, *, deliberate: bool = False) -> None:
-        with self._ending.ending():
-            with self._lock:
-                if self._term is not term:
-                    return
-                self._term = None
-                self._watchdog.wake()
-            level = logging.INFO if deliberate else logging.WARNING
-            log.log(level, "lease %r: stopped leading: %s", self.name, reason)
-            self._call(self.callbacks.on_stopped_leading, term.public, reason)
+    def _stopped_leading(self, term: Term, reason: str, deliberate: bool) -> None:
+        """The term ended (:class:`TermKeeper` runs this once per term)."""
+        level = logging.INFO if deliberate else logging.WARNING
+        log.log(level, "lease %r: stopped leading: %s", self.name, reason)
+        self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     def release(self) -> bool:
         """End our term and give the lease up; True if released.
@@ -375,11 +357,8 @@ class LeaderElector:
         version, and a record anyone changed since (a renewal by another replica of the same
         holder, a takeover) is left alone.
         """
-        with self._lock:
-            term = self._term
-        if term is not None:
-            self._end_term(term, "released", deliberate=True)
-        with self._ending.after():  # an end in progress on another thread (stop()) comes first
+        self._terms.end_current("released", deliberate=True)
+        with self._terms.after_ending():  # an end in progress on another thread (stop()) first
             with self._lock:
                 observation = self._observation
             return self._release(observation)
@@ -423,7 +402,7 @@ class LeaderElector:
 
     def run(self) -> None:
         """Campaign and lead until :meth:`stop`; then end the term and, by default, release."""
-        self._watchdog.start()
+        self._terms.start_watchdog()
         self._running = True
         try:
             while not self._stopping.is_set() and self.fatal_error is None:
@@ -434,11 +413,8 @@ class LeaderElector:
         finally:
             self._running = False
             self._stopping.set()
-            self._watchdog.stop()
-            with self._lock:
-                term = self._term
-            if term is not None:
-                self._end_term(term, "elector stopped", deliberate=True)
+            self._terms.stop_watchdog()
+            self._terms.end_current("elector stopped", deliberate=True)
             if self.release_on_stop and self.fatal_error is None:
                 self.release()
 
@@ -455,11 +431,8 @@ class LeaderElector:
     def stop(self, timeout: float | None = None) -> None:
         """End the term now, stop the loop, release if configured, and wait up to ``timeout``."""
         self._stopping.set()
-        with self._lock:
-            term = self._term
-        if term is not None:
-            self._end_term(term, "elector stopped", deliberate=True)
-        if self._ending.in_callback():
+        self._terms.end_current("elector stopped", deliberate=True)
+        if self._terms.in_callback():
             return  # called from on_stopped_leading: the loop waits for that callback to return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -467,8 +440,7 @@ class LeaderElector:
     def term_deadline(self) -> float | None:
         """The monotonic time the current term ends unless renewed, or ``None`` when not
         leading. Anything that acts for the leader must have stopped by then."""
-        with self._lock:
-            return self._term.deadline if self._term is not None else None
+        return self._terms.deadline()
 
     def running(self) -> bool:
         """True while :meth:`run` is campaigning or leading."""
@@ -514,9 +486,9 @@ class LeaderElector:
         log.error("lease %r: %s; stopping", self.name, exc)
         with self._lock:
             self.fatal_error = exc
-            term = self._term
+            term = self._terms.current()
         if term is not None:
-            self._end_term(term, f"configuration error: {exc}")
+            self._terms.end(term, f"configuration error: {exc}")
         self._stopping.set()
 
     def _note_error(self, exc: StorageError) -> None:

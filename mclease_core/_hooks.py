@@ -7,6 +7,10 @@ the ``mclease`` group::
     [project.entry-points.mclease]
     redis = "mclease_redis._plugin"
 
+The entry point's name names the *plugin* (in ``mclease backends`` and in load failures); the
+URL schemes are the ``Backend`` objects' own: one plugin may serve several (``redis`` and
+``rediss``). Backend authors import all of this from :mod:`mclease_core.plugin`.
+
 Not here: loading plugins and picking a backend by URL (see ``_plugins``).
 """
 

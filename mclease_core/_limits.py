@@ -71,6 +71,15 @@ def identity_problem(value: str, *, what: str = "identity", allow_slash: bool = 
     return ""
 
 
+def cluster_name_problem(name: str) -> str:
+    """Why ``name`` cannot be a controller's cluster name, or ``""`` when it can: not blank,
+    no ``/`` (status writes another cluster's holder ``cluster/identity``), and within the limits
+    of a cluster name in a record. The one check, for the CLI and the reconciler alike."""
+    if not name.strip():
+        return "the cluster name is empty"
+    return identity_problem(name, what="cluster name", allow_slash=False)
+
+
 def printable(value: object, limit: int = _EXCERPT) -> str:
     """``value`` quoted for a log line or an Event: unprintable characters escaped, at most
     ``limit`` characters of it kept."""

@@ -323,6 +323,24 @@ class ElectedCommand:
             child.stop(self.kill_grace)
 
 
+def supervisor_command(
+    command: Sequence[str], *, control_fd: int, status_fd: int, kill_grace: float
+) -> list[str]:
+    """The command line that runs ``command`` under ``python -m mclease_core._supervisor``, which
+    reads the term's deadline from ``control_fd`` and reports on ``status_fd``."""
+    return [
+        sys.executable,
+        "-P",  # not the working directory first on sys.path: it may shadow stdlib
+        "-m",
+        "mclease_core._supervisor",
+        *("--control-fd", str(control_fd)),
+        *("--status-fd", str(status_fd)),
+        *("--kill-grace", repr(kill_grace)),
+        "--",
+        *command,
+    ]
+
+
 class _Supervised:
     """A command under ``python -m mclease_core._supervisor``, and the pipes to talk to it."""
 
@@ -346,20 +364,12 @@ class _Supervised:
             os.set_blocking(status_read, False)
             os.write(control_write, f"deadline {deadline!r}\n".encode("ascii"))
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-P",  # not the working directory first on sys.path: it may shadow stdlib
-                    "-m",
-                    "mclease_core._supervisor",
-                    "--control-fd",
-                    str(control_read),
-                    "--status-fd",
-                    str(status_write),
-                    "--kill-grace",
-                    repr(kill_grace),
-                    "--",
-                    *command,
-                ],
+                supervisor_command(
+                    command,
+                    control_fd=control_read,
+                    status_fd=status_write,
+                    kill_grace=kill_grace,
+                ),
                 env=env,
                 pass_fds=(control_read, status_write),
                 preexec_fn=preexec_dying_with_parent(),

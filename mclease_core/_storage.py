@@ -15,8 +15,8 @@ import abc
 import dataclasses
 import datetime as dt
 import unicodedata
-from types import TracebackType
 
+from ._closing import Closing
 from ._errors import InvalidKeyError
 from ._limits import (
     MAX_FENCING_TOKEN,
@@ -141,7 +141,7 @@ def validate_key(key: object) -> str:
     return key
 
 
-class Storage(abc.ABC):
+class Storage(Closing):
     """A store of lease records with compare-and-swap.
 
     Implementations map their native errors to :mod:`mclease_core` errors and chain them.
@@ -173,16 +173,5 @@ class Storage(abc.ABC):
     def delete(self, key: str, *, version: int) -> None:
         """Remove the record if its version is ``version``; else :class:`LeaseConflictError`."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold a connection
+    def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
-
-    def __enter__(self) -> Storage:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

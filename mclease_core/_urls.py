@@ -1,7 +1,15 @@
-"""Helpers for backends that parse storage URLs: query options, durations, credentials, redaction.
+"""Storage URLs for backends: one parser (:class:`StorageURL`), credentials, redaction.
 
-Every backend's ``from_url`` rejects options it does not know and durations that are not positive
-numbers with the same kind of :class:`ConfigurationError`, naming the URL and what is supported.
+**One parser.** Every backend's ``from_url`` starts with :meth:`StorageURL.parse`, declaring the
+schemes it serves, the shape of its host part (one host, several, none), its query options as
+typed :class:`Option` values (durations through the same range check as every other duration),
+which of them are handed through verbatim to the client library (:attr:`StorageURL.driver_options`)
+and which only make sense over TLS. So every backend rejects an unknown option, a bad port or a
+duration out of range with the same kind of :class:`ConfigurationError`, naming the URL (redacted)
+and what is supported, and a backend's own checks use :meth:`StorageURL.error` for the same form.
+A :class:`StorageURL` shows the URL only redacted, in ``str``, ``repr`` and every error.
+(:func:`url_options` and :func:`seconds_option` are the older, lower-level pieces the built-in
+``sqlite://`` backend still calls; they give the same messages.)
 
 **Credentials.** A backend with a password takes it from exactly one of three places, so that it
 need not sit in a ConfigMap or on a command line: the URL's user info (``redis://:pw@host``), the
@@ -30,8 +38,9 @@ import dataclasses
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from ._errors import ConfigurationError
 from ._limits import MAX_DURATION, MIN_DURATION, check_duration, excerpt
@@ -75,6 +84,313 @@ def seconds_option(
             f"{backend} URL option {name} must be a number of seconds between {MIN_DURATION:g} "
             f"and {MAX_DURATION:g}, got {excerpt(repr(text))}"
         ) from exc
+
+
+# ----- the URL object ----------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Option(Generic[_T]):
+    """One query option a backend accepts: its name, its default and how its text becomes a
+    value. Build them with :meth:`seconds`, :meth:`text`, :meth:`flag` or :meth:`integer`.
+
+    ``convert`` raises :class:`ValueError` whose text completes "option NAME ..."; ``driver``
+    options are also handed through verbatim (:attr:`StorageURL.driver_options`); ``tls_only``
+    options are refused on a scheme that is not a TLS one.
+    """
+
+    name: str
+    default: _T
+    convert: Callable[[str], _T]
+    driver: bool = False
+    tls_only: bool = False
+
+    @staticmethod
+    def seconds(name: str, default: float) -> Option[float]:
+        """A duration in seconds, in the range every mclease duration shares."""
+        return Option(name, default, _seconds)
+
+    @staticmethod
+    def text(
+        name: str, default: str = "", *, driver: bool = False, tls_only: bool = False
+    ) -> Option[str]:
+        """Any text (a path, a name). ``default`` ``""`` reads as "not given"."""
+        return Option(name, default, str, driver=driver, tls_only=tls_only)
+
+    @staticmethod
+    def flag(name: str, default: bool = False) -> Option[bool]:
+        """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``)."""
+        return Option(name, default, _flag)
+
+    @staticmethod
+    def integer(name: str, default: int, *, minimum: int, maximum: int) -> Option[int]:
+        """A whole number in ``[minimum, maximum]``."""
+
+        def convert(text: str) -> int:
+            if not text.strip().lstrip("-").isdigit() or not minimum <= int(text) <= maximum:
+                raise ValueError(f"must be a whole number from {minimum} to {maximum}")
+            return int(text)
+
+        return Option(name, default, convert)
+
+
+def _seconds(text: str) -> float:
+    try:
+        return check_duration("duration", float(text))
+    except ValueError:
+        raise ValueError(
+            f"must be a number of seconds between {MIN_DURATION:g} and {MAX_DURATION:g}"
+        ) from None
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One ``host[:port]`` of the URL's host part (IPv6 without its brackets)."""
+
+    host: str
+    port: int | None = None
+
+
+HostShape = Literal["one", "several", "none"]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class StorageURL:
+    """A storage URL parsed and validated for one backend; see :meth:`parse`.
+
+    ``str()`` and ``repr()`` show the URL redacted; so does every error :meth:`error` builds.
+    The password is only in :attr:`credentials` (whose repr hides it too).
+    """
+
+    scheme: str
+    backend: str
+    endpoints: tuple[Endpoint, ...]
+    path: str
+    """The path, percent-decoded, with its leading ``/`` (``""`` when there is none)."""
+    credentials: Credentials
+    usage: str = ""
+    _text: str = ""
+    _values: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    _given: frozenset[str] = frozenset()
+    _driver: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        backend: str,
+        schemes: Iterable[str],
+        options: Iterable[Option[Any]] = (),
+        hosts: HostShape = "one",
+        default_port: int | None = None,
+        takes_credentials: bool = True,
+        tls_schemes: Iterable[str] = (),
+        usage: str = "",
+        environ: Mapping[str, str] | None = None,
+    ) -> StorageURL:
+        """Parse ``url``, or raise :class:`ConfigurationError` saying what is wrong with it.
+
+        ``schemes``: the schemes this backend serves (one plugin may serve several, for example
+        a plain and a TLS one, listed in ``tls_schemes``). ``options``: the query options it
+        accepts; ``password_file=`` and ``username_file=`` are added when ``takes_credentials``,
+        and the user name and password are resolved from their one source
+        (:func:`credentials`, files read now). ``hosts``: ``"one"`` host, ``"several"``
+        comma-separated ones, or ``"none"`` (a file path: ``sqlite:///path``). ``usage`` (for
+        example ``"expected yours://host[:port]/prefix[?timeout=SECONDS]"``) ends every error
+        about the URL's shape.
+        """
+        if not isinstance(url, str):
+            raise ConfigurationError(f"a {backend} URL must be a str, got {type(url).__name__}")
+        reject_stray_at(url, backend=backend)
+        redacted = redact(url)
+        hint = f"; {usage}" if usage else ""
+
+        def invalid(problem: str) -> ConfigurationError:
+            return ConfigurationError(f"invalid {backend} URL {redacted!r}: {problem}{hint}")
+
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as exc:  # its text quotes the netloc, password and all: never shown
+            raise invalid(_unparsable(exc)) from None
+        served = tuple(schemes)
+        if parts.scheme.lower() not in served:
+            raise invalid(f"the scheme must be {' or '.join(f'{name}://' for name in served)}")
+        if parts.fragment:
+            raise invalid("a URL fragment ('#...') is not allowed")
+        _, at, host_part = parts.netloc.rpartition("@")
+        if at and not takes_credentials:
+            raise invalid(f"{parts.scheme}:// takes no user name or password")
+        endpoints = _endpoints(host_part, hosts, default_port, invalid)
+        declared = {option.name: option for option in options}
+        if takes_credentials:
+            declared.update({name: Option.text(name) for name in CREDENTIAL_OPTIONS})
+        raw = _query(parts.query, redacted)
+        unknown = sorted(set(raw) - set(declared))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown {backend} URL option(s) {unknown} in {redacted!r}; "
+                f"supported: {', '.join(sorted(declared)) or '(none)'}"
+            )
+        tls = parts.scheme.lower() in set(tls_schemes)
+        values: dict[str, object] = {}
+        for name, option in declared.items():
+            if name not in raw:
+                values[name] = option.default
+                continue
+            if option.tls_only and not tls:
+                secure = " or ".join(f"{scheme}://" for scheme in tls_schemes)
+                raise ConfigurationError(
+                    f"TLS options need the {secure} scheme: {name} in {redacted!r}"
+                )
+            try:
+                values[name] = option.convert(raw[name])
+            except ValueError as exc:
+                shown = REDACTED if _SECRET_OPTION.search(name) else excerpt(repr(raw[name]))
+                raise ConfigurationError(
+                    f"{backend} URL option {name} {exc}, got {shown} in {redacted!r}"
+                ) from None
+        found = (
+            credentials(parts, raw, backend=backend, environ=environ)
+            if takes_credentials
+            else Credentials(backend=backend)
+        )
+        return cls(
+            scheme=parts.scheme.lower(),
+            backend=backend,
+            endpoints=endpoints,
+            path=urllib.parse.unquote(parts.path),
+            credentials=found,
+            usage=usage,
+            _text=url,
+            _values=values,
+            _given=frozenset(raw),
+            _driver={name: raw[name] for name in raw if declared[name].driver},
+        )
+
+    def get(self, option: Option[_T]) -> _T:
+        """The value of ``option`` (its default when the URL does not give it)."""
+        if option.name not in self._values:
+            raise KeyError(f"option {option.name!r} was not declared to StorageURL.parse")
+        return cast("_T", self._values[option.name])
+
+    def given(self, option: Option[Any]) -> bool:
+        """Whether the URL gives ``option`` (rather than leaving it at its default)."""
+        return option.name in self._given
+
+    @property
+    def driver_options(self) -> dict[str, str]:
+        """The options declared ``driver=True`` that the URL gives, as text, for the client
+        library."""
+        return dict(self._driver)
+
+    @property
+    def host(self) -> str:
+        """The first (for ``hosts="one"`` the only) host; ``""`` when there is none."""
+        return self.endpoints[0].host if self.endpoints else ""
+
+    @property
+    def port(self) -> int | None:
+        return self.endpoints[0].port if self.endpoints else None
+
+    @property
+    def redacted(self) -> str:
+        return redact(self._text)
+
+    def without_credentials(self) -> str:
+        """The URL with no user info and only the driver options: for a client library that
+        parses URLs itself, and must not see the password."""
+        parts = urllib.parse.urlsplit(self._text)
+        return urllib.parse.urlunsplit(
+            parts._replace(
+                netloc=parts.netloc.rpartition("@")[2],
+                query=urllib.parse.urlencode(self._driver),
+            )
+        )
+
+    def error(self, problem: str) -> ConfigurationError:
+        """A :class:`ConfigurationError` about this URL, which it names redacted."""
+        hint = f"; {self.usage}" if self.usage else ""
+        return ConfigurationError(f"invalid {self.backend} URL {self.redacted!r}: {problem}{hint}")
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a client library's message) with the password replaced."""
+        return self.credentials.scrub(text)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.redacted!r})"
+
+
+def _query(query: str, redacted: str) -> dict[str, str]:
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigurationError(f"URL option(s) {repeated} given twice in {redacted!r}")
+    return dict(pairs)
+
+
+def _endpoints(
+    host_part: str,
+    shape: HostShape,
+    default_port: int | None,
+    invalid: Callable[[str], ConfigurationError],
+) -> tuple[Endpoint, ...]:
+    if shape == "none":
+        if host_part:
+            raise invalid("this URL names a file: no host ('scheme:///absolute/path')")
+        return ()
+    if not host_part:
+        raise invalid("a host is empty")
+    items = host_part.split(",")
+    if shape == "one" and len(items) > 1:
+        raise invalid("one host only")
+    endpoints = []
+    for item in items:
+        host, port = item, default_port
+        if item.startswith("["):  # [ipv6]:port
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                port = _port(rest.removeprefix(":"), invalid)
+        elif ":" in item:
+            host, _, text = item.partition(":")
+            port = _port(text, invalid)
+        if not host:
+            raise invalid("a host is empty")
+        endpoints.append(Endpoint(host, port))
+    return tuple(endpoints)
+
+
+def _port(text: str, invalid: Callable[[str], ConfigurationError]) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise invalid("invalid port: a port is a number from 1 to 65535")
+    return int(text)
+
+
+def _unparsable(exc: ValueError) -> str:
+    """What :func:`urllib.parse.urlsplit` refused, said without quoting any of the URL."""
+    if "NFKC" in str(exc):
+        return (
+            "the user info or host holds a character that Unicode normalization turns into "
+            "'/', '?', '#', '@' or ':' (a fullwidth one, say); percent-encode it"
+        )
+    if "IPv6" in str(exc):
+        return "an IPv6 host must be complete and in brackets, as in [::1]:6379"
+    return "it does not parse as a URL"
 
 
 # ----- redaction ---------------------------------------------------------------------------------

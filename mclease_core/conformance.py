@@ -1,26 +1,44 @@
 """The storage conformance suite: what every backend must pass, importable by third parties.
 
 Use it by subclassing :class:`StorageConformance` in a test module and providing one fixture,
-``storage_harness``, that returns a :class:`StorageHarness` for your backend::
+``storage_harness``, that returns a :class:`StorageHarness` for your backend. A store served by a
+server process needs only a URL template and a way to corrupt a record (:class:`ServerHarness`)::
 
     import pytest
-    from mclease_core.conformance import StorageConformance, StorageHarness
+    from mclease_core.conformance import ServerHarness, StorageConformance
 
-    class MyHarness(StorageHarness):
-        ...
+    class MyHarness(ServerHarness):
+        url_template = "my://{address}/conformance/{namespace}?timeout={timeout}"
+
+        def corrupt(self, namespace, key): ...  # raw bytes, with the store's own client
 
     class TestMyBackend(StorageConformance):
         @pytest.fixture
-        def storage_harness(self):
-            return MyHarness()
+        def storage_harness(self, my_server):  # a ServerProcess from mclease_core.testing
+            return MyHarness(my_server)
 
 The suite checks the whole storage contract: round trips, compare-and-swap (stale update and stale
 delete rejected; N concurrent writers with one version give exactly one winner, with threads and
-with processes), versions that grow across delete and recreate, exact timestamps, awkward and
-invalid keys, tenant isolation by prefix, corrupt records, and bounded failure when the store is
-unreachable. A Hypothesis state machine compares the backend with a model. Compare-and-swap tests
-never skip; only the multi-process race skips, for a backend that cannot be shared across processes
-(``harness.url()`` returns ``None``, as ``memory://`` does).
+with processes, over many rounds, so that a non-atomic update fails reliably rather than now and
+then), versions that grow across delete and recreate, exact timestamps, awkward and invalid keys,
+tenant isolation by prefix, corrupt records, one store object shared by threads, and bounded
+failure when the store is unreachable. A Hypothesis state machine compares the backend with a
+model. Compare-and-swap tests never skip; only the multi-process race skips, for a backend that
+cannot be shared across processes (``harness.url()`` returns ``None``, as ``memory://`` does).
+
+The fault tests need a harness that can reach the server process (``server()``) and open a client
+at another address (``open_at``, used with a :class:`~mclease_core.testing.FaultProxy`); a store
+inside the process skips them ("capability: ..."). They hold a backend to the failure contract:
+
+- a write sent on a live connection to a frozen server is :class:`OutcomeUnknownError` (never a
+  conflict, never success) and a read :class:`StorageUnavailableError`, within the declared
+  ``capabilities.operation_timeout`` plus :data:`FAULT_MARGIN` (measured, so the declared bound is
+  honest; each call runs under the test's own deadline, so a backend without timeouts fails);
+- a write right after the server restarted (a kept-open connection gone stale) succeeds or is
+  :class:`StorageUnavailableError`: never outcome unknown for a request the new server cannot
+  have received, never a hang (check a kept-open connection before sending on it);
+- a write that committed but whose answer was lost is never a conflict or already-exists:
+  :class:`OutcomeUnknownError`, or success with the right record if the backend can prove it.
 
 It needs ``pytest`` and ``hypothesis`` (``pip install mclease-core[test]``); nothing else in
 ``mclease_core`` imports this module. See docs/writing-a-backend.md.
@@ -33,11 +51,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import multiprocessing
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -56,16 +75,33 @@ from ._errors import (
     LeaseAlreadyExistsError,
     LeaseConflictError,
     LeaseNotFoundError,
+    OutcomeUnknownError,
     StorageError,
     StorageUnavailableError,
 )
 from ._plugins import open_storage
 from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage
+from .testing import LOOPBACK, FaultProxy, ServerProcess, TimedCall, call_all_within, free_port
 
-__all__ = ["StorageConformance", "StorageHarness", "sample_lease_data"]
+__all__ = [
+    "FAULT_MARGIN",
+    "ServerHarness",
+    "StorageConformance",
+    "StorageHarness",
+    "sample_lease_data",
+]
 
 RACERS = 8
 """How many threads or processes race for one compare-and-swap."""
+RACE_ROUNDS = 20
+"""How many times each race is run: a non-atomic compare-and-swap loses some races only."""
+SHARING_THREADS = 4
+SHARING_ROUNDS = 15
+"""Threads sharing one store object, and the rounds of operations each runs on it."""
+PROCESS_START_TIMEOUT = 300.0
+"""Seconds the racer processes may take to start (spawned: each imports the backend anew)."""
+FAULT_MARGIN = 2.0
+"""Seconds a fault may take beyond the store's declared ``operation_timeout`` (a loaded machine)."""
 
 AWKWARD_KEYS = [
     "a/b/c",
@@ -90,15 +126,17 @@ INVALID_KEYS = [
 
 class StorageHarness(abc.ABC):
     """What the suite needs from a backend: a way to open stores, break one, and reach one that
-    is down.
+    is down; optionally (for the fault tests) its server process and a client at another address.
 
     ``namespace`` is a fresh name per test (ASCII letters and digits); map it to your backend's
     prefix or tenant option so tests do not see each other's records. Two ``open`` calls with the
     same namespace must see the same records.
     """
 
-    unavailable_within: float = 15.0
-    """Seconds within which an operation on an unreachable store must raise."""
+    unavailable_within: float | None = None
+    """Seconds within which an operation on an unreachable store must raise; ``None``: the
+    unreachable store's declared ``operation_timeout`` plus :data:`FAULT_MARGIN`. A value larger
+    than that fails the suite: the harness must not hide a slow backend behind a generous bound."""
 
     @abc.abstractmethod
     def open(self, namespace: str) -> Storage:
@@ -116,7 +154,67 @@ class StorageHarness(abc.ABC):
 
     @abc.abstractmethod
     def corrupt(self, namespace: str, key: str) -> None:
-        """Store bytes under ``key`` that are not a valid lease record, bypassing the codec."""
+        """Store bytes under ``key`` that are not a valid lease record, bypassing the codec
+        (with the store's own client: a raw command, file or API call, not the backend)."""
+
+    def server(self) -> ServerProcess | None:
+        """The server process behind the store, which the fault tests pause and restart, or
+        ``None`` (the default) for a store without one: the fault tests then skip."""
+        return None
+
+    def open_at(self, namespace: str, host: str, port: int) -> Storage | None:
+        """A client of the same store and ``namespace`` that connects to ``host:port`` (the
+        server itself, or a :class:`~mclease_core.testing.FaultProxy` in front of it), with
+        short timeouts: the fault tests wait for them. ``None`` (the default): cannot."""
+        return None
+
+    def is_write_request(self, chunk: bytes) -> bool:
+        """Whether ``chunk``, bytes a client sends (a request or the start of one), belongs to
+        a write: the lost-answer test loses the answer on the connection of the first such
+        chunk after it armed the proxy. The default, any chunk, suits a client that sends
+        nothing but the operation itself; a client that sends requests of its own meanwhile
+        (the GCS client looks its bucket up) answers from the protocol (not an HTTP ``GET``)."""
+        return True
+
+
+class ServerHarness(StorageHarness):
+    """A harness for a store served by one :class:`~mclease_core.testing.ServerProcess` and
+    opened by URL: set :attr:`url_template` and write :meth:`corrupt`.
+
+    The template's fields are ``{address}`` (``host:port``), ``{namespace}`` and ``{timeout}``
+    (seconds: :attr:`timeout` for the ordinary tests, :attr:`fault_timeout` for the fault tests
+    and the unreachable store). Override :meth:`url_at` when an option derives from another,
+    :meth:`open_url` to open with something other than :func:`open_storage`.
+    """
+
+    url_template: ClassVar[str]
+    timeout: ClassVar[float] = 5.0
+    fault_timeout: ClassVar[float] = 1.0
+
+    def __init__(self, process: ServerProcess):
+        self.process = process
+
+    def url_at(self, namespace: str, address: str, timeout: float) -> str:
+        return self.url_template.format(address=address, namespace=namespace, timeout=timeout)
+
+    def open_url(self, url: str) -> Storage:
+        return open_storage(url)
+
+    def url(self, namespace: str) -> str:
+        return self.url_at(namespace, self.process.address, self.timeout)
+
+    def open(self, namespace: str) -> Storage:
+        return self.open_url(self.url(namespace))
+
+    def open_unreachable(self) -> Storage:
+        closed = f"{LOOPBACK}:{free_port()}"
+        return self.open_url(self.url_at("unreachable", closed, self.fault_timeout))
+
+    def server(self) -> ServerProcess:
+        return self.process
+
+    def open_at(self, namespace: str, host: str, port: int) -> Storage:
+        return self.open_url(self.url_at(namespace, f"{host}:{port}", self.fault_timeout))
 
 
 def sample_lease_data(holder: str = "holder-a", **changes: Any) -> LeaseData:
@@ -331,25 +429,26 @@ class StorageConformance:
     def test_concurrent_creators_in_threads_have_one_winner(
         self, storage_harness: StorageHarness, namespace: str
     ) -> None:
-        outcomes = _race_in_threads(storage_harness, namespace, "create", version=None)
-        _assert_one_winner(outcomes, LeaseAlreadyExistsError)
+        rounds = _race_in_threads(storage_harness, namespace, "create", [None] * RACE_ROUNDS)
+        _assert_one_winner_each_round(rounds, LeaseAlreadyExistsError)
 
     def test_concurrent_updaters_in_threads_have_one_winner(
         self, storage_harness: StorageHarness, namespace: str
     ) -> None:
         with storage_harness.open(namespace) as store:
-            created = store.create("race", sample_lease_data("initial"))
-            outcomes = _race_in_threads(storage_harness, namespace, "update", created.version)
-            winner = _assert_one_winner(outcomes, LeaseConflictError)
-            assert store.read("race").data.holder_identity == winner
+            versions = _create_race_records(store)
+            rounds = _race_in_threads(storage_harness, namespace, "update", versions)
+            winners = _assert_one_winner_each_round(rounds, LeaseConflictError)
+            for round_, winner in enumerate(winners):
+                assert store.read(_race_key(round_)).data.holder_identity == winner
 
     def test_concurrent_deleters_in_threads_have_one_winner(
         self, storage_harness: StorageHarness, namespace: str
     ) -> None:
         with storage_harness.open(namespace) as store:
-            created = store.create("race", sample_lease_data("initial"))
-            outcomes = _race_in_threads(storage_harness, namespace, "delete", created.version)
-            _assert_one_winner(outcomes, LeaseConflictError)
+            versions = _create_race_records(store)
+            rounds = _race_in_threads(storage_harness, namespace, "delete", versions)
+            _assert_one_winner_each_round(rounds, LeaseConflictError)
 
     @pytest.mark.parametrize("operation", ["create", "update"])
     def test_concurrent_writers_in_processes_have_one_winner(
@@ -359,13 +458,76 @@ class StorageConformance:
         if url is None:
             pytest.skip("capability: this store cannot be shared across processes")
         with storage_harness.open(namespace) as store:
-            version = None
+            versions: list[int | None] = [None] * RACE_ROUNDS
             if operation == "update":
-                version = store.create("race", sample_lease_data("initial")).version
-            outcomes = _race_in_processes(url, operation, version)
+                versions = _create_race_records(store)
+            rounds = _race_in_processes(url, operation, versions)
             expected = LeaseAlreadyExistsError if operation == "create" else LeaseConflictError
-            winner = _assert_one_winner(outcomes, expected)
-            assert store.read("race").data.holder_identity == winner
+            winners = _assert_one_winner_each_round(rounds, expected)
+            for round_, winner in enumerate(winners):
+                assert store.read(_race_key(round_)).data.holder_identity == winner
+
+    def test_one_store_object_shared_by_threads_stays_correct(self, storage: Storage) -> None:
+        """Threads share one store object (as an elector and a caller may): its updates of one
+        record form one chain of compare-and-swaps (each won from the version the previous one
+        made, no version handed out twice) and every thread's own records work meanwhile."""
+        initial = storage.create("shared", sample_lease_data("initial"))
+        swaps: list[tuple[int, int, str]] = []  # (expected version, new version, thread)
+        failures: list[str] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(SHARING_THREADS)
+
+        def work(name: str) -> None:
+            barrier.wait(30)
+            own: list[int] = []
+            for round_ in range(SHARING_ROUNDS):
+                current = storage.read("shared")
+                try:
+                    updated = storage.update(
+                        "shared", sample_lease_data(name), version=current.version
+                    )
+                except LeaseConflictError:
+                    pass
+                else:
+                    own.append(updated.version)
+                    with lock:
+                        swaps.append((current.version, updated.version, name))
+                key = f"own-{name}"
+                created = storage.create(key, sample_lease_data(f"{name}-{round_}"))
+                changed = storage.update(key, sample_lease_data(name), version=created.version)
+                assert storage.read(key) == changed, f"{name} read another record than it wrote"
+                storage.delete(key, version=changed.version)
+            assert own == sorted(set(own)), f"{name} saw its versions go back: {own}"
+
+        def guarded(name: str) -> None:
+            try:
+                work(name)
+            except BaseException as exc:  # reported below, with the thread's name
+                with lock:
+                    failures.append(f"{name}: {type(exc).__name__}: {exc}")
+
+        threads = [
+            threading.Thread(target=guarded, args=(f"thread{i}",), daemon=True)
+            for i in range(SHARING_THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads), "a sharing thread hangs"
+        assert not failures, f"threads sharing one store failed: {failures}"
+        chain = sorted(swaps, key=lambda swap: swap[1])
+        assert swaps, "no update of the shared record succeeded"
+        expected = initial.version
+        for swap in chain:
+            assert swap[0] == expected, (
+                f"an update won from version {swap[0]} while the record was at {expected}: "
+                f"two writers won one compare-and-swap ({chain})"
+            )
+            expected = swap[1]
+        final = storage.read("shared")
+        assert final.version == expected
+        assert final.data.holder_identity == chain[-1][2]
 
     # ----- failures ----------------------------------------------------------------------------
 
@@ -387,26 +549,141 @@ class StorageConformance:
         if unreachable is None:
             pytest.skip("capability: an in-process store cannot be unreachable")
         with unreachable as store:
-            for attempt in (
-                lambda: store.read("lease"),
-                lambda: store.create("lease", sample_lease_data()),
-                lambda: store.update("lease", sample_lease_data(), version=1),
-                lambda: store.delete("lease", version=1),
-            ):
-                started = time.monotonic()
-                with pytest.raises(StorageUnavailableError) as info:
-                    attempt()
-                elapsed = time.monotonic() - started
-                assert elapsed < storage_harness.unavailable_within, (
-                    f"took {elapsed:.1f}s to report {info.value}"
-                )
-                assert info.value.retryable
+            declared = store.capabilities.operation_timeout + FAULT_MARGIN
+            bound = storage_harness.unavailable_within or declared
+            assert bound <= declared, (
+                f"the harness allows {bound:g}s, more than the store declares "
+                f"(operation_timeout {store.capabilities.operation_timeout:g}s + {FAULT_MARGIN:g}s)"
+            )
+            results = _each_within(
+                bound,
+                {
+                    "read": lambda: store.read("lease"),
+                    "create": lambda: store.create("lease", sample_lease_data()),
+                    "update": lambda: store.update("lease", sample_lease_data(), version=1),
+                    "delete": lambda: store.delete("lease", version=1),
+                },
+            )
+            for name, result in results.items():
+                _assert_failed_with(name, result, StorageUnavailableError)
 
     def test_capabilities_are_declared(self, storage: Storage) -> None:
         capabilities = storage.capabilities
         assert isinstance(capabilities, Capabilities)
         assert capabilities.min_write_interval >= 0
         assert capabilities.operation_timeout >= 0
+
+    # ----- faults: a frozen server, a restarted server, a lost answer ----------------------------
+
+    def test_a_frozen_server_makes_writes_outcome_unknown_within_the_declared_timeout(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        """A write sent on a live connection to a server that stopped answering may have been
+        applied: outcome unknown, never a conflict or success; a read is unavailable. Each
+        within the declared ``operation_timeout`` (+ margin), measured: the bound is honest."""
+        server = _server_or_skip(storage_harness)
+        operations = ("read", "create", "update", "delete")
+        stores = {
+            op: _open_at(storage_harness, namespace, server.host, server.port) for op in operations
+        }
+        try:
+            versions = {}
+            for op, store in stores.items():
+                _warm(store, op)  # a live, kept-open connection, with every script loaded
+                versions[op] = store.create(f"record-{op}", sample_lease_data(op)).version
+            bound = max(store.capabilities.operation_timeout for store in stores.values())
+            bound += FAULT_MARGIN
+            calls: dict[str, Callable[[], object]] = {
+                "read": lambda: stores["read"].read("record-read"),
+                "create": lambda: stores["create"].create("new", sample_lease_data("frozen")),
+                "update": lambda: stores["update"].update(
+                    "record-update", sample_lease_data("frozen"), version=versions["update"]
+                ),
+                "delete": lambda: stores["delete"].delete(
+                    "record-delete", version=versions["delete"]
+                ),
+            }
+            server.pause()
+            try:
+                results = _each_within(bound, calls)
+            finally:
+                server.resume()
+        finally:
+            _close_all(stores.values())
+        _assert_failed_with("read", results["read"], StorageUnavailableError)
+        for op in ("create", "update", "delete"):
+            _assert_failed_with(op, results[op], OutcomeUnknownError)
+
+    def test_a_write_after_the_server_restarted_is_unavailable_or_succeeds(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        """The server restarted under a kept-open connection: the new server process cannot
+        have received anything sent on the old connection, so the write succeeds (the backend
+        noticed and reconnected) or is unavailable, never outcome unknown, never a hang. The
+        server may lose its records with the restart; the write creates a new one."""
+        server = _server_or_skip(storage_harness)
+        with _open_at(storage_harness, namespace, server.host, server.port) as store:
+            _warm(store, "before-restart")
+            server.stop()
+            server.start()
+            bound = store.capabilities.operation_timeout + FAULT_MARGIN
+            result = _each_within(
+                bound, {"create": lambda: store.create("after", sample_lease_data("after"))}
+            )["create"]
+            assert result.finished, f"a write after the restart hangs ({result.describe()})"
+            if result.error is not None:
+                _assert_failed_with(
+                    "a write the restarted server never received", result, StorageUnavailableError
+                )
+            else:
+                assert store.read("after") == result.value
+
+    def test_a_lost_answer_to_a_committed_write_is_never_a_conflict(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        """A proxy forwards each write and loses its answer: the write committed, so it is
+        outcome unknown (or success with the right record, if the backend can prove it), never
+        a conflict or already-exists (a retry that met its own write); a read shows it."""
+        server = _server_or_skip(storage_harness)
+        with (
+            FaultProxy(server.host, server.port) as proxy,
+            _open_at(storage_harness, namespace, proxy.host, proxy.port) as store,
+            _open_at(storage_harness, namespace, server.host, server.port) as direct,
+        ):
+            _warm(store, "warm-up")
+            bound = store.capabilities.operation_timeout + FAULT_MARGIN
+            version: int | None = None
+            steps: dict[str, Callable[[], object]] = {
+                "create": lambda: store.create("lost", sample_lease_data("created")),
+                "update": lambda: store.update(
+                    "lost", sample_lease_data("updated"), version=version or 0
+                ),
+                "delete": lambda: store.delete("lost", version=version or 0),
+            }
+            for op, call in steps.items():
+                _warm_connection(store)
+                lost_before = proxy.answers_lost
+                proxy.lose_next_answer(storage_harness.is_write_request)
+                result = _each_within(bound, {op: call})[op]
+                assert proxy.answers_lost == lost_before + 1, "the proxy lost no answer"
+                assert result.finished, f"{op} with a lost answer hangs ({result.describe()})"
+                if result.error is not None:
+                    assert isinstance(result.error, OutcomeUnknownError), (
+                        f"{op} committed but its answer was lost: {result.describe()}"
+                    )
+                if op == "delete":
+                    with pytest.raises(LeaseNotFoundError):  # the delete committed
+                        direct.read("lost")
+                    continue
+                stored = direct.read("lost")
+                written = "created" if op == "create" else "updated"
+                assert stored.data.holder_identity == written, (
+                    f"the proxy forwarded the {op} and lost the answer, yet the store holds "
+                    f"{stored}: the request whose answer was lost was not the write"
+                )
+                if result.error is None:
+                    assert result.value == stored, f"{op} reported another record than it wrote"
+                version = stored.version
 
     # ----- against the model -------------------------------------------------------------------
 
@@ -425,92 +702,200 @@ class StorageConformance:
         )
 
 
+# ----- fault helpers -----------------------------------------------------------------------------
+
+
+def _server_or_skip(harness: StorageHarness) -> ServerProcess:
+    server = harness.server()
+    if server is None:
+        pytest.skip("capability: no server process to freeze, restart or put a proxy before")
+    return server
+
+
+def _open_at(harness: StorageHarness, namespace: str, host: str, port: int) -> Storage:
+    store = harness.open_at(namespace, host, port)
+    if store is None:
+        pytest.skip("capability: the harness cannot open a client at another address")
+    return store
+
+
+def _warm(store: Storage, key: str) -> None:
+    """Every kind of operation once on ``store``: its connections are open and whatever it
+    prepares on first use (scripts, sessions, tokens) is ready."""
+    created = store.create(key, sample_lease_data("warm-up"))
+    updated = store.update(key, sample_lease_data("warm-up"), version=created.version)
+    store.read(key)
+    store.delete(key, version=updated.version)
+
+
+def _warm_connection(store: Storage) -> None:
+    """One answered request, so that the next one goes out on a live connection."""
+    with contextlib.suppress(LeaseNotFoundError):
+        store.read("warm-up-connection")
+
+
+def _each_within(
+    seconds: float, calls: dict[str, Callable[[], object]]
+) -> dict[str, TimedCall[object]]:
+    return call_all_within(seconds, calls)
+
+
+def _assert_failed_with(name: str, result: TimedCall[object], expected: type[StorageError]) -> None:
+    assert result.finished, (
+        f"{name} did not finish within the bound ({result.describe()}): the backend must time "
+        "out within its declared operation_timeout"
+    )
+    assert isinstance(result.error, expected), (
+        f"{name} must raise {expected.__name__}, got {result.describe()}"
+    )
+    if expected is StorageUnavailableError:
+        assert not isinstance(result.error, OutcomeUnknownError), (
+            f"{name} must raise {expected.__name__}, got {result.describe()}"
+        )
+    assert result.error.retryable, f"{result.error!r} must be retryable"
+
+
+def _close_all(stores: Iterable[Storage]) -> None:
+    for store in stores:
+        with contextlib.suppress(Exception):  # a store still busy in an abandoned call
+            store.close()
+
+
 # ----- race helpers ------------------------------------------------------------------------------
 
-Outcome = tuple[str, str]  # (racer name, "won" or the exception class name)
+RaceResult = tuple[str, str]
+"""One racer's result in one round: (racer name, ``"won"`` or the exception class name)."""
 
 
-def _attempt(store: Storage, operation: str, version: int | None, name: str) -> str:
+def _race_key(round_: int) -> str:
+    return f"race-{round_}"
+
+
+def _create_race_records(store: Storage) -> list[int | None]:
+    """One record per round, for update and delete races; their versions."""
+    return [
+        store.create(_race_key(round_), sample_lease_data("initial")).version
+        for round_ in range(RACE_ROUNDS)
+    ]
+
+
+def _attempt(store: Storage, operation: str, round_: int, version: int | None, name: str) -> str:
     data = sample_lease_data(holder=name)
+    key = _race_key(round_)
     try:
         if operation == "create":
-            store.create("race", data)
+            store.create(key, data)
         elif operation == "update":
             assert version is not None
-            store.update("race", data, version=version)
+            store.update(key, data, version=version)
         else:
             assert version is not None
-            store.delete("race", version=version)
+            store.delete(key, version=version)
     except StorageError as exc:
         return type(exc).__name__
     return "won"
 
 
 def _race_in_threads(
-    harness: StorageHarness, namespace: str, operation: str, version: int | None
-) -> list[Outcome]:
+    harness: StorageHarness, namespace: str, operation: str, versions: list[int | None]
+) -> list[list[RaceResult]]:
+    """``RACERS`` threads, each with its own store, race once per entry of ``versions`` (the
+    version each round's record has), all released together by a barrier every round."""
     stores = [harness.open(namespace) for _ in range(RACERS)]
     barrier = threading.Barrier(RACERS)
-    outcomes: list[Outcome] = []
+    rounds: list[list[RaceResult]] = [[] for _ in versions]
     lock = threading.Lock()
 
     def racer(index: int) -> None:
-        barrier.wait()
-        outcome = _attempt(stores[index], operation, version, f"racer-{index}")
-        with lock:
-            outcomes.append((f"racer-{index}", outcome))
+        name = f"racer-{index}"
+        for round_, version in enumerate(versions):
+            barrier.wait(60)
+            result = _attempt(stores[index], operation, round_, version, name)
+            with lock:
+                rounds[round_].append((name, result))
 
-    threads = [threading.Thread(target=racer, args=(i,)) for i in range(RACERS)]
+    threads = [threading.Thread(target=racer, args=(i,), daemon=True) for i in range(RACERS)]
     try:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(60)
+            thread.join(120)
     finally:
         for store in stores:
             store.close()
-    return outcomes
+    return rounds
 
 
 def _process_racer(
-    url: str, operation: str, version: int | None, name: str, barrier: Any, results: Any
+    url: str, operation: str, versions: list[int | None], name: str, barrier: Any, results: Any
 ) -> None:
     store = open_storage(url)
     with contextlib.suppress(StorageError):
         store.read("warm-up-connection")
-    barrier.wait(60)
-    results.put((name, _attempt(store, operation, version, name)))
+    for round_, version in enumerate(versions):
+        # the first wait covers the other racers' start-up (imports, on a loaded machine)
+        barrier.wait(PROCESS_START_TIMEOUT if round_ == 0 else 60)
+        results.put((round_, name, _attempt(store, operation, round_, version, name)))
     store.close()
 
 
-def _race_in_processes(url: str, operation: str, version: int | None) -> list[Outcome]:
+def _race_in_processes(
+    url: str, operation: str, versions: list[int | None]
+) -> list[list[RaceResult]]:
+    """Like :func:`_race_in_threads` with ``RACERS`` processes (started once for all rounds)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(RACERS)
     results = context.Queue()
     processes = [
         context.Process(
-            target=_process_racer, args=(url, operation, version, f"racer-{i}", barrier, results)
+            target=_process_racer, args=(url, operation, versions, f"racer-{i}", barrier, results)
         )
         for i in range(RACERS)
     ]
     for process in processes:
         process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0, f"racer process exited with {process.exitcode}"
-    return outcomes
+    rounds: list[list[RaceResult]] = [[] for _ in versions]
+    deadline = time.monotonic() + PROCESS_START_TIMEOUT + 60 * len(versions)
+    try:
+        for _ in range(RACERS * len(versions)):
+            while True:
+                try:
+                    round_, name, result = results.get(timeout=1)
+                    break
+                except queue.Empty:
+                    failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                    assert not failed, f"racer processes exited with {failed}: {rounds}"
+                    assert time.monotonic() < deadline, f"racer processes hang: {rounds}"
+            rounds[round_].append((name, result))
+        for process in processes:
+            process.join(30)
+            assert process.exitcode == 0, f"racer process exited with {process.exitcode}"
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+    return rounds
 
 
-def _assert_one_winner(outcomes: list[Outcome], loser_error: type[StorageError]) -> str:
-    assert len(outcomes) == RACERS, f"only {len(outcomes)} of {RACERS} racers finished: {outcomes}"
-    winners = [name for name, outcome in outcomes if outcome == "won"]
-    losers = [outcome for _, outcome in outcomes if outcome != "won"]
-    assert len(winners) == 1, f"expected exactly one winner, got {outcomes}"
-    assert set(losers) == {loser_error.__name__}, (
-        f"losers must fail with {loser_error.__name__}: {outcomes}"
-    )
-    return winners[0]
+def _assert_one_winner_each_round(
+    rounds: list[list[RaceResult]], loser_error: type[StorageError]
+) -> list[str]:
+    """Every round had exactly one winner and only ``loser_error`` losers; the winners."""
+    winners = []
+    for round_, results in enumerate(rounds):
+        where = f"round {round_ + 1} of {len(rounds)}"
+        assert len(results) == RACERS, (
+            f"{where}: only {len(results)} of {RACERS} racers finished: {results}"
+        )
+        won = [name for name, result in results if result == "won"]
+        losers = {result for _, result in results if result != "won"}
+        assert len(won) == 1, f"{where}: expected exactly one winner, got {results}"
+        assert losers == {loser_error.__name__}, (
+            f"{where}: losers must fail with {loser_error.__name__}: {results}"
+        )
+        winners.append(won[0])
+    return winners
 
 
 # ----- the model-based state machine --------------------------------------------------------------

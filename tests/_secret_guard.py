@@ -19,7 +19,7 @@ from collections.abc import Generator
 
 import pytest
 
-from tests.support import CANARY_PASSWORDS
+from mclease_dev.canaries import CANARY_PASSWORDS
 
 
 def canary_forms() -> list[tuple[int, str]]:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from mclease_core import (
-    Capabilities,
     ConfigurationError,
     FakeClock,
     LeaseData,
@@ -21,23 +20,16 @@ from mclease_core import (
     Storage,
     StorageUnavailableError,
 )
+from mclease_core.backends import MemoryStorage
+from mclease_core.plugin import Capabilities
 
 Fault = str | float | Callable[[], object]
-
-CANARY_PASSWORDS = (
-    "mclease-canary-Qz7vX4",
-    "mclease-canary-wrong-K9pL2",
-    "mclease-canary-p@ss:w/rd?#%3",
-)
-"""The only passwords tests use (for servers, URLs, files, environment variables). The secret
-guard (``tests/_secret_guard.py``) fails any test whose output or failure text contains one,
-also percent-encoded. The first is the right password of the password-protected test servers,
-the second a wrong one, the third needs percent-encoding in a URL."""
 
 
 def raw_record(**fields: Any) -> bytes:
     """A stored lease record in the codec's format, written by hand with ``fields`` changed and
-    nothing checked: for forging corrupt, hostile or odd records (``put_raw``, the decoder)."""
+    nothing checked: for forging corrupt, hostile or odd records (``put_raw_record``, the
+    decoder)."""
     document = {
         "format": 1,
         "holderIdentity": "x",
@@ -50,6 +42,16 @@ def raw_record(**fields: Any) -> bytes:
         **fields,
     }
     return json.dumps(document, allow_nan=True).encode()
+
+
+def put_raw_record(store: Storage, key: str, raw: bytes) -> None:
+    """Store ``raw`` under ``key`` of a ``memory://`` store, bypassing the codec: straight into
+    the store's private dict (the memory store's "raw client"), with a fresh version."""
+    assert isinstance(store, MemoryStorage), f"raw records only for memory stores, not {store!r}"
+    records = store._store
+    full_key = f"{store.prefix}/{key}" if store.prefix else key
+    with records.lock:
+        records.records[full_key] = (raw, records.next_version())
 
 
 class FaultyStorage(Storage):

@@ -2,11 +2,16 @@
 
 Configured for tests (loopback, free ports, no persistence beyond the run) and started with
 :class:`mclease_core.testing.ServerProcess`. ``hack/test-servers.sh`` installs them.
+
+In pytest fixtures a missing binary must fail the test with the install hint, never error or
+skip: :func:`started_or_fail` wraps a starter so (``start_redis = started_or_fail(redis_server)``)
+and :func:`found_or_fail` a binary look-up; pytest is imported only when one fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -14,8 +19,16 @@ import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn, ParamSpec, TypeVar
 
-from mclease_core.testing import LOOPBACK, ServerProcess, find_server_binary, free_port
+from mclease_core.testing import (
+    LOOPBACK,
+    MissingServerBinaryError,
+    ServerProcess,
+    find_server_binary,
+    free_port,
+    server_or_fail,
+)
 
 from . import REPO_ROOT
 
@@ -24,12 +37,45 @@ __all__ = [
     "etcd_server",
     "fake_gcs_server",
     "fake_gcs_server_binary",
+    "found_or_fail",
     "redis_server",
+    "started_or_fail",
 ]
 
 FAKE_GCS_BUCKET = "mclease-test"
 """The bucket :func:`fake_gcs_server` creates."""
 INSTALL_HINT = "run hack/test-servers.sh"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+ServerStarter = Callable[_P, contextlib.AbstractContextManager[ServerProcess]]
+
+
+def started_or_fail(starter: ServerStarter[_P]) -> ServerStarter[_P]:
+    """``starter`` (:func:`redis_server`, say) whose servers fail the pytest test with the
+    install hint when the binary is missing (:func:`mclease_core.testing.server_or_fail`)."""
+
+    @functools.wraps(starter)
+    def start(
+        *args: _P.args, **kwargs: _P.kwargs
+    ) -> contextlib.AbstractContextManager[ServerProcess]:
+        return server_or_fail(starter(*args, **kwargs))
+
+    return start
+
+
+def found_or_fail(find: Callable[[], _T]) -> _T:
+    """What ``find`` (a binary look-up) returns; a missing binary fails the pytest test."""
+    try:
+        return find()
+    except MissingServerBinaryError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    import pytest  # only fixtures call this; the module itself needs no pytest
+
+    pytest.fail(message, pytrace=False)
 
 
 @contextlib.contextmanager

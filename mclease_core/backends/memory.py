@@ -98,12 +98,6 @@ class MemoryStorage(Storage):
             self._check_version(key, full, version)
             del self._store.records[full]
 
-    def put_raw(self, key: str, raw: bytes) -> None:
-        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
-        full = self._full_key(key)
-        with self._store.lock:
-            self._store.records[full] = (raw, self._store.next_version())
-
     def _check_version(self, key: str, full: str, version: int) -> None:
         current = self._store.records.get(full)
         if current is None:

@@ -140,18 +140,6 @@ class SQLiteStorage(Storage):
 
         self._run(key, transaction)
 
-    def put_raw(self, key: str, raw: bytes) -> None:
-        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
-        full = self._full_key(key)
-
-        def transaction(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR REPLACE INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
-                (full, _next_version(db, full), raw),
-            )
-
-        self._run(key, transaction)
-
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:

@@ -4,20 +4,28 @@ Needs the ``controller`` extra (``pip install "mclease-core[controller]"``): the
 and prometheus-client. Run it with ``mclease controller``.
 """
 
-from ._decisions import Action, CandidateState, Outcome, Plan, build_status, plan, track_candidate
+from ._decisions import (
+    CandidateState,
+    Plan,
+    ReconcileAction,
+    ReconcileFindings,
+    build_status,
+    plan,
+    track_candidate,
+)
 from ._manager import Controller, ControllerConfig
 from ._metrics import Metrics
 from ._queue import WorkQueue
 from ._reconciler import Reconciler, ReconcileResult
 
 __all__ = [
-    "Action",
     "CandidateState",
     "Controller",
     "ControllerConfig",
     "Metrics",
-    "Outcome",
     "Plan",
+    "ReconcileAction",
+    "ReconcileFindings",
     "ReconcileResult",
     "Reconciler",
     "WorkQueue",

@@ -6,21 +6,21 @@ elector observed it) and the time on its monotonic clock; they return what to do
 to write. No I/O, no clocks, no threads, so every safety rule has a unit test here. The rules are
 numbered as in docs/safety.md.
 
-- Windows (rule 4). From the candidate's timings ``D, R, P`` (the spec) the controller derives
+- Rule 7, contend only for a live candidate: a signal is a spec generation this controller saw
+  *replace* another, or an object created after it started watching. The first sight of an object
+  after start-up is not a heartbeat, and it changes nothing in status either: the controller waits
+  for the next signal instead of demoting a leader it has not yet heard from.
+- Rule 8, confirm only after a renewal: status names a local candidate (bare identity) only when
+  this controller's compare-and-swap succeeded for the generation being confirmed, and only within
+  the confirm window; afterwards the status is rewritten cluster-qualified, which confirms nobody.
+- Rule 11, the windows. From the candidate's timings ``D, R, P`` (the spec) the controller derives
   how long a confirming status may stay visible after it first saw the signal it confirms
   (``confirm``), until when renewing for a signal is still of use (``renew``: the candidate's own
   wait, when its lock says it), and how long the global lease is held per renewal (``hold``: a
   candidate that saw a confirmation within ``confirm`` stops acting before another cluster can
   take over ``hold`` later). ``hold`` is ``D`` whenever the timings leave room, longer otherwise
   (upstream Go candidates do not write ``R``).
-- Rule 2, contend only for a live candidate: a signal is a spec generation this controller saw
-  *replace* another, or an object created after it started watching. The first sight of an object
-  after start-up is not a heartbeat, and it changes nothing in status either: the controller waits
-  for the next signal instead of demoting a leader it has not yet heard from.
-- Rule 3, confirm only after a renewal: status names a local candidate (bare identity) only when
-  this controller's compare-and-swap succeeded for the generation being confirmed, and only within
-  the confirm window; afterwards the status is rewritten cluster-qualified, which confirms nobody.
-- Rule 6, release promptly and safely: release the global lease held for a local candidate when it
+- Rule 13, release promptly and safely: release the global lease held for a local candidate when it
   released after stopping its work (mclease's lock says so in an annotation), or once it cannot
   still be acting: ``hold`` after the last signal seen from it, also when its object is deleted (a
   signal after the deletion is not a heartbeat) or its release comes from a client that releases
@@ -57,7 +57,7 @@ MIN_CONFIRM_WINDOW = 1.5
 @dataclasses.dataclass(frozen=True)
 class Windows:
     """The bounds derived from one candidate's timings, in seconds after the controller first saw
-    its signal (docs/safety.md, rule 4)."""
+    its signal (docs/safety.md, rule 11)."""
 
     hold: float
     """The global lease duration written for it; also how long after its last signal it may
@@ -207,7 +207,9 @@ def track_candidate(
     return state
 
 
-class Action(enum.Enum):
+class ReconcileAction(enum.Enum):
+    """What one reconcile does for a MultiClusterLease (:class:`Plan`)."""
+
     CONTEND = "contend"
     """A new signal: acquire or renew the global lease for the local candidate, then publish."""
     PUBLISH = "publish"
@@ -227,7 +229,7 @@ class Action(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    action: Action
+    action: ReconcileAction
     reason: str
     release_identity: str = ""
     """For RELEASE: the local identity the global lease is held for."""
@@ -273,11 +275,15 @@ def plan(
         release_at = now if stopped_first else since + record_hold
     if deleting:
         if not held_for or release_at is None:
-            return Plan(Action.FORGET, "deleted; this cluster holds no global lease for it")
+            return Plan(
+                ReconcileAction.FORGET, "deleted; this cluster holds no global lease for it"
+            )
         if now >= release_at:
-            return Plan(Action.RELEASE, "deleted, and its candidate can no longer act", held_for)
+            return Plan(
+                ReconcileAction.RELEASE, "deleted, and its candidate can no longer act", held_for
+            )
         return Plan(
-            Action.WAIT_TO_RELEASE,
+            ReconcileAction.WAIT_TO_RELEASE,
             "deleted; waiting until its candidate can no longer act",
             recheck_at=release_at,
         )
@@ -285,20 +291,22 @@ def plan(
     not_asked_for = held_for and (identity != held_for or problem)
     if not_asked_for and release_at is not None and now >= release_at:
         why = "released by its candidate" if stopped_first else "its candidate went silent"
-        return Plan(Action.RELEASE, why, held_for)
+        return Plan(ReconcileAction.RELEASE, why, held_for)
     if problem:
-        return Plan(Action.OBSERVE, "the spec is refused", problem=problem, recheck_at=release_at)
+        return Plan(
+            ReconcileAction.OBSERVE, "the spec is refused", problem=problem, recheck_at=release_at
+        )
     if not identity or windows is None:
-        return Plan(Action.OBSERVE, "no candidate", recheck_at=release_at)
+        return Plan(ReconcileAction.OBSERVE, "no candidate", recheck_at=release_at)
     age = candidate.age(now)
     stale = age >= windows.hold
     if held_for == identity and age >= max(windows.hold, record_hold):
-        return Plan(Action.RELEASE, "its candidate is stale", held_for)
+        return Plan(ReconcileAction.RELEASE, "its candidate is stale", held_for)
     if not candidate.changed:
         if stale:
-            return Plan(Action.OBSERVE, "no live candidate")
+            return Plan(ReconcileAction.OBSERVE, "no live candidate")
         return Plan(
-            Action.WAIT,
+            ReconcileAction.WAIT,
             "first sight since start-up is not a heartbeat",
             recheck_at=candidate.first_seen + windows.hold,
         )
@@ -306,7 +314,7 @@ def plan(
         confirm = age < windows.confirm
         until = windows.confirm if confirm else windows.hold
         return Plan(
-            Action.PUBLISH,
+            ReconcileAction.PUBLISH,
             "renewed for this signal",
             confirm=confirm,
             recheck_at=candidate.first_seen + until,
@@ -316,20 +324,20 @@ def plan(
         # Renewing could make nobody lead and keeps the other clusters out: let the lease run
         # out for them; once it has, try again (a confirmation in time clears ``missed``).
         return Plan(
-            Action.OBSERVE,
+            ReconcileAction.OBSERVE,
             "its candidate sees confirmations only after it stopped waiting",
             late=True,
             recheck_at=candidate.first_seen + windows.hold,
         )
     if age <= windows.renew and not stale:
         return Plan(
-            Action.CONTEND,
+            ReconcileAction.CONTEND,
             f"candidate {printable(identity)} signalled",
             confirm=True,
             recheck_at=candidate.first_seen + windows.renew,
         )
     return Plan(
-        Action.OBSERVE,
+        ReconcileAction.OBSERVE,
         "it was first reconciled after its candidate stopped waiting"
         if not attempted
         else "no live candidate",
@@ -347,8 +355,8 @@ def next_check(plan: Plan, now: float, retry_period: float) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What the reconcile did and saw, as input to :func:`build_status`."""
+class ReconcileFindings:
+    """What one reconcile did and saw: what :func:`build_status` writes status from."""
 
     generation: int
     cluster: str
@@ -378,29 +386,29 @@ class Outcome:
 
 
 def build_status(
-    outcome: Outcome, previous_conditions: list[dict[str, Any]], wall_now: Any
+    findings: ReconcileFindings, previous_conditions: list[dict[str, Any]], wall_now: Any
 ) -> dict[str, Any]:
     """The status subresource to write (a merge patch of ``status``).
 
-    Rule 3: the bare identity with ``observedGeneration`` = the generation confirms it. A lease
+    Rule 8: the bare identity with ``observedGeneration`` = the generation confirms it. A lease
     held here for the spec's own candidate but not confirmed for this generation (not renewed, a
     closed window, an outage) keeps the bare identity with ``observedGeneration`` one below:
     no poller of this generation sees a confirmation, and no reader sees another holder, so
     withdrawing a confirmation, or a single late reconcile, demotes nobody. Any other holder is
     written ``cluster/identity``.
     """
-    generation = outcome.generation
-    record = outcome.record
-    live = record is not None and not record.data.is_released and not outcome.holder_expired
+    generation = findings.generation
+    record = findings.record
+    live = record is not None and not record.data.is_released and not findings.holder_expired
     holder = ""
     holder_cluster = ""
     if record is not None and live:
         holder_cluster, identity = record.data.holder
-        own = outcome.spec_holder != "" and (holder_cluster, identity) == (
-            outcome.cluster,
-            outcome.spec_holder,
+        own = findings.spec_holder != "" and (holder_cluster, identity) == (
+            findings.cluster,
+            findings.spec_holder,
         )
-        if outcome.confirms():
+        if findings.confirms():
             holder = identity
         elif own:
             holder, generation = identity, max(0, generation - 1)
@@ -414,30 +422,30 @@ def build_status(
         status["globalLeaseDurationSeconds"] = max(1, round(record.data.lease_duration_seconds))
         status["globalLeaseTransitions"] = record.data.lease_transitions
         status["fencingToken"] = record.fencing_token if live else None
-    status["conditions"] = _conditions(outcome, holder, previous_conditions, wall_now)
+    status["conditions"] = _conditions(findings, holder, previous_conditions, wall_now)
     return status
 
 
 def _conditions(
-    outcome: Outcome,
+    findings: ReconcileFindings,
     holder: str,
     previous: list[dict[str, Any]],
     wall_now: Any,
 ) -> list[dict[str, Any]]:
-    if outcome.backend_error:
+    if findings.backend_error:
         healthy = (
             "False",
             "BackendError",
-            f"global store error: {printable(outcome.backend_error, 1000)}",
+            f"global store error: {printable(findings.backend_error, 1000)}",
         )
     else:
         healthy = ("True", "BackendHealthy", "the global store answered")
-    confirmed = outcome.confirms()
-    if outcome.deleting:
+    confirmed = findings.confirms()
+    if findings.deleting:
         acquired = ("False", "Deleting", "the object is being deleted; nobody is confirmed")
-    elif outcome.problem:
-        acquired = ("False", "InvalidSpec", f"{outcome.problem}; nobody is confirmed")
-    elif outcome.late:
+    elif findings.problem:
+        acquired = ("False", "InvalidSpec", f"{findings.problem}; nobody is confirmed")
+    elif findings.late:
         acquired = (
             "False",
             "ConfirmationLate",
@@ -451,7 +459,7 @@ def _conditions(
             "False",
             "NotConfirmed",
             f"global lease held for this cluster's {holder}, but generation "
-            f"{outcome.generation} is not confirmed",
+            f"{findings.generation} is not confirmed",
         )
     elif holder:
         acquired = ("False", "HeldElsewhere", f"global lease held by {holder}")
@@ -459,8 +467,8 @@ def _conditions(
         acquired = ("False", "LockNotAcquired", "no live holder of the global lease is known")
     by_type = {c.get("type"): c for c in previous if isinstance(c, dict)}
     return [
-        _condition(CONDITION_BACKEND_HEALTHY, *healthy, by_type, outcome.generation, wall_now),
-        _condition(CONDITION_LOCK_ACQUIRED, *acquired, by_type, outcome.generation, wall_now),
+        _condition(CONDITION_BACKEND_HEALTHY, *healthy, by_type, findings.generation, wall_now),
+        _condition(CONDITION_LOCK_ACQUIRED, *acquired, by_type, findings.generation, wall_now),
     ]
 
 

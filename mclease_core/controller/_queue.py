@@ -62,10 +62,6 @@ class WorkQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._due)
-
     def _schedule(self, key: str, due: float) -> None:
         if key in self._due and self._due[key] <= due:
             return

@@ -1,7 +1,7 @@
 """One reconcile of one MultiClusterLease: read it, act on the global lease, write status.
 
 The reconciler keeps, per lease, what the decisions need between reconciles: the candidate's
-generation and when it was first seen (liveness, rule 2), which generation was renewed, and a
+generation and when it was first seen (liveness, rule 7), which generation was renewed, and a
 :class:`LeaderElector` for the current candidate (its observation of the global record and its
 cached version for one-write renewals). It is driven by the manager's work queue, one lease at a
 time per key.
@@ -30,15 +30,15 @@ from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
 from .._elector import LeaderElector, release_observed
 from .._errors import ConfigurationError, MCLeaseError, StorageError
-from .._limits import MAX_DURATION, printable
+from .._limits import MAX_DURATION, cluster_name_problem, printable
 from .._storage import LeaseObject, Storage
 from ..kube._client import Deadline
 from ..kube._resource import FINALIZER, GROUP, PLURAL, VERSION, InvalidLeaseError, LeaseView
 from ._decisions import (
-    Action,
     CandidateState,
-    Outcome,
     Plan,
+    ReconcileAction,
+    ReconcileFindings,
     Windows,
     build_status,
     next_check,
@@ -54,7 +54,7 @@ log = logging.getLogger("mclease.controller")
 CONFIRM_SLACK = 0.05
 """A confirming status is sent only if at least this much of its window is left."""
 
-_ASKS_STORE = frozenset({Action.CONTEND, Action.OBSERVE, Action.RELEASE})
+_ASKS_STORE = frozenset({ReconcileAction.CONTEND, ReconcileAction.OBSERVE, ReconcileAction.RELEASE})
 
 
 class NotActive(MCLeaseError):
@@ -106,8 +106,9 @@ class Reconciler:
         request_timeout: float = 5.0,
         may_act: Callable[[], bool] = lambda: True,
     ):
-        if not cluster or "/" in cluster:
-            raise ConfigurationError(f"cluster name must be non-empty without '/', got {cluster!r}")
+        problem = cluster_name_problem(cluster)
+        if problem:
+            raise ConfigurationError(problem)
         self.api = api
         self.metrics = metrics or Metrics()
         self.storage: Storage = MeteredStorage(storage, self.metrics)
@@ -207,7 +208,7 @@ class Reconciler:
             if self._leases.get(view.key) is state:  # not for an object that is gone
                 self._report_store(view, state, decision.action, error)
             return result
-        if decision.action is not Action.WAIT or _needs_withdrawal(view):
+        if decision.action is not ReconcileAction.WAIT or _needs_withdrawal(view):
             self._write_status(view, state, elector, confirmed, error, decision, lease_windows)
         self._report_store(view, state, decision.action, error)  # after status: Events are slow
         delay = next_check(decision, self.clock.monotonic(), self.retry_period)
@@ -305,23 +306,23 @@ class Reconciler:
         """Carry out ``decision``; return (the identity renewed for this generation, which the
         status confirms if its window is still open when it is written; error)."""
         action = decision.action
-        if action is Action.CONTEND:
+        if action is ReconcileAction.CONTEND:
             self._check_active()
             state.attempted_generation = view.generation
-            outcome = elector.step()
+            step = elector.step()
             if elector.fatal_error is not None:  # the store refused the configuration, say
                 state.elector = None  # a rotated password: report it, build a new elector next
                 return "", str(elector.fatal_error)
-            if outcome.wrote:
+            if step.wrote:
                 state.renewed_generation = view.generation
                 state.renewed_at = self.clock.monotonic()
                 return view.holder_identity, ""
-            return "", str(outcome.error) if outcome.error else ""
-        if action is Action.PUBLISH:
+            return "", str(step.error) if step.error else ""
+        if action is ReconcileAction.PUBLISH:
             return (view.holder_identity if decision.confirm else ""), ""
-        if action is Action.RELEASE:
+        if action is ReconcileAction.RELEASE:
             return "", self._release(view, state, elector, decision)
-        if action is Action.OBSERVE:
+        if action is ReconcileAction.OBSERVE:
             return "", self._observe(elector)
         return "", ""
 
@@ -381,7 +382,7 @@ class Reconciler:
         record = elector.observed_record if elector is not None else None
         expired = elector.holder_expired() if elector is not None else True
         budget = self.request_timeout
-        if confirmed:  # rule 4: the window is absolute, whatever this reconcile spent so far
+        if confirmed:  # rule 11: the window is absolute, whatever this reconcile spent so far
             left = -1.0
             if lease_windows is not None:
                 left = state.candidate.first_seen + lease_windows.confirm - self.clock.monotonic()
@@ -389,7 +390,7 @@ class Reconciler:
                 confirmed = ""
             else:
                 budget = min(budget, left)
-        outcome = Outcome(
+        findings = ReconcileFindings(
             view.generation,
             self.cluster,
             record,
@@ -401,7 +402,7 @@ class Reconciler:
             deleting=deleting,
             spec_holder="" if decision.problem else view.holder_identity,
         )
-        status = build_status(outcome, list(view.conditions), self.clock.now())
+        status = build_status(findings, list(view.conditions), self.clock.now())
         if not (view.status_is_possible and _same_status(status, view.status)):
             try:
                 self._patch_status(view, status, budget)
@@ -409,7 +410,7 @@ class Reconciler:
                 if exc.status != 422:
                     raise
                 self._status_refused(view, state, status, exc)
-        self._publish(view, state, status, record, decision, outcome.confirms())
+        self._publish(view, state, status, record, decision, findings.confirms())
 
     def _patch_status(self, view: LeaseView, status: dict[str, Any], budget: float) -> None:
         self._patch(
@@ -477,7 +478,7 @@ class Reconciler:
             else:
                 self.events(view, "Warning", "InvalidSpec", decision.problem)
                 log.warning("%s: spec refused: %s", view.key, decision.problem)
-        elif not warning and decision.action is Action.PUBLISH:
+        elif not warning and decision.action is ReconcileAction.PUBLISH:
             state.reported = ""
 
     def _report_holder(
@@ -489,7 +490,7 @@ class Reconciler:
         lost = (
             state.last_cluster == self.cluster
             and cluster != self.cluster
-            and decision.action is not Action.RELEASE
+            and decision.action is not ReconcileAction.RELEASE
         )
         now_held_by = printable(holder) if holder else "nobody"
         if lost:
@@ -505,7 +506,7 @@ class Reconciler:
         state.last_holder, state.last_cluster = holder, cluster
 
     def _report_store(
-        self, view: LeaseView, state: _LeaseState, action: Action, error: str
+        self, view: LeaseView, state: _LeaseState, action: ReconcileAction, error: str
     ) -> None:
         """One Warning when reconciles of the lease start failing on the global store (or on an
         elector it cannot build), one Normal when one of those that ask it gets through again."""
@@ -526,11 +527,11 @@ class Reconciler:
         decision: Plan,
         error: str,
     ) -> ReconcileResult:
-        if decision.action is Action.WAIT_TO_RELEASE:
+        if decision.action is ReconcileAction.WAIT_TO_RELEASE:
             self._write_status(view, state, elector, "", error, decision, None, deleting=True)
             delay = next_check(decision, self.clock.monotonic(), self.retry_period)
             return ReconcileResult(delay, decision)
-        if decision.action is Action.RELEASE and error:
+        if decision.action is ReconcileAction.RELEASE and error:
             return ReconcileResult(self.retry_period, decision)  # keep the finalizer; retry
         if FINALIZER in view.finalizers:
             self._set_finalizers(view, [f for f in view.finalizers if f != FINALIZER])

@@ -23,16 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._elector import ElectorCallbacks, LeadershipTerm
-from .._watchdog import TermEnding, TermWatchdog, call_safely
+from .._watchdog import Term, TermKeeper, call_safely
 from ._lock import MultiClusterLeaseLock
 
 log = logging.getLogger("mclease.candidate")
-
-
-@dataclasses.dataclass
-class _Term:
-    public: LeadershipTerm
-    deadline: float
 
 
 class CandidateElector:
@@ -51,33 +45,31 @@ class CandidateElector:
         self.clock = lock.clock
         self.callbacks = callbacks or ElectorCallbacks()
         self.release_on_stop = release_on_stop
-        self._lock = threading.Lock()
-        self._term: _Term | None = None
+        self._lock = threading.RLock()
+        self._terms = TermKeeper(
+            self.clock,
+            self._lock,
+            on_ended=self._stopped_leading,
+            expire=self.check_deadline,
+            watchdog_name="mclease-candidate-watchdog",
+        )
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0
         self._reported: str | None = None
         self._stopping = threading.Event()
-        self._ending = TermEnding()
-        self._watchdog = TermWatchdog(
-            self.term_deadline, self.check_deadline, self.clock, "mclease-candidate-watchdog"
-        )
         self._thread: threading.Thread | None = None
 
     # ----- state -----------------------------------------------------------------------------
 
     def is_leader(self) -> bool:
-        with self._lock:
-            term = self._term
-        return term is not None and self.clock.monotonic() < term.deadline
+        return self._terms.leading()
 
     @property
     def term(self) -> LeadershipTerm | None:
         """The current term; its ``fencing_token`` is the latest one (it grows when the controller
         re-acquires the global lease mid-term, say after a controller restart): read it before
         each fenced write rather than keeping the one ``on_started_leading`` got."""
-        with self._lock:
-            term = self._term
-        return term.public if term is not None and self.is_leader() else None
+        return self._terms.public()
 
     # ----- one attempt -----------------------------------------------------------------------
 
@@ -85,6 +77,7 @@ class CandidateElector:
         """One attempt: signal if we lead, if nobody does, or if the leader's status has not
         changed for a lease duration; return whether we lead afterwards."""
         lock = self.lock
+        self.check_deadline()  # a term past its deadline ends (with its callback) before anything
         if not self.is_leader():
             lock.end_term()  # a campaign: a term the lock confirmed but we never started is over
         found, record = lock.get(lock.name, lock.namespace)
@@ -97,13 +90,13 @@ class CandidateElector:
             holder = record.holder_identity or ""
             self._observe(holder, record.renew_time or "", now)
             if not self._may_signal(holder, now):
-                self._end_if_leading("another candidate leads")
+                self._terms.end_current("another candidate leads")
                 return False
             confirmed = lock.update(lock.name, lock.namespace, None)
         if confirmed:
             self._confirmed()
         elif found and record.holder_identity not in (None, "", lock.identity):
-            self._end_if_leading("another candidate leads")
+            self._terms.end_current("another candidate leads")
         return self.is_leader()
 
     def _may_signal(self, holder: str, now: float) -> bool:
@@ -129,17 +122,22 @@ class CandidateElector:
         deadline = confirmation.signalled_at + self.timing.renew_deadline
         token = confirmation.fencing_token if confirmation.fencing_token is not None else -1
         started: LeadershipTerm | None = None
-        ended: tuple[_Term, str] | None = None
+        ended: tuple[Term, str] | None = None
         with self._lock:
-            term = self._term
+            term = self._terms.current()
             if term is not None and 0 <= token < term.public.fencing_token:
                 ended = (
                     term,
                     f"the fencing token went down ({term.public.fencing_token} to "
                     f"{token}): the global store lost writes",
                 )
+            elif term is not None and not self._terms.extend(
+                term, deadline, sent=confirmation.signalled_at
+            ):
+                # signalled after its deadline (a paused process): it ends, and a later
+                # confirmation starts a new term, so the work hears of the gap
+                ended = (term, f"no confirmed renewal within {self.timing.renew_deadline:g}s")
             elif term is not None:
-                term.deadline = max(term.deadline, deadline)
                 if token != term.public.fencing_token and token >= 0:
                     log.info(
                         "%s: the controller re-acquired the global lease; the term goes on "
@@ -153,10 +151,9 @@ class CandidateElector:
                 started = LeadershipTerm(
                     self.lock.name, self.lock.identity, "", token, confirmation.signalled_at
                 )
-                self._term = _Term(started, deadline)
-            self._watchdog.wake()
+                self._terms.start(started, deadline)
         if ended is not None:
-            self._end(*ended)
+            self._terms.end(*ended)
             return
         if started is not None:
             log.info(
@@ -167,42 +164,29 @@ class CandidateElector:
             self._call(self.callbacks.on_started_leading, started)
 
     def check_deadline(self) -> None:
-        with self._lock:
-            term = self._term
-        if term is not None and self.clock.monotonic() >= term.deadline:
-            self._end(term, f"no confirmed renewal within {self.timing.renew_deadline:g}s")
+        """End the current term if its renew deadline has passed (the watchdog calls this)."""
+        self._terms.expire_if_due(f"no confirmed renewal within {self.timing.renew_deadline:g}s")
 
-    def _end_if_leading(self, reason: str) -> None:
-        with self._lock:
-            term = self._term
-        if term is not None:
-            self._end(term, reason)
-
-    def _end(self, term: _Term, reason: str) -> None:
-        with self._ending.ending():
-            with self._lock:
-                if self._term is not term:
-                    return
-                self._term = None
-                self._watchdog.wake()
-            self.lock.end_term()
-            log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
-            self._call(self.callbacks.on_stopped_leading, term.public, reason)
+    def _stopped_leading(self, term: Term, reason: str, deliberate: bool) -> None:
+        """The term ended (:class:`TermKeeper` runs this once per term)."""
+        self.lock.end_term()
+        log.warning("%s: stopped leading: %s", self.lock.describe(), reason)
+        self._call(self.callbacks.on_stopped_leading, term.public, reason)
 
     # ----- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._watchdog.start()
+        self._terms.start_watchdog()
         try:
             while not self._stopping.is_set():
                 self.try_acquire_or_renew()
                 self._stopping.wait(self.timing.retry_period)
         finally:
             self._stopping.set()
-            self._watchdog.stop()
-            self._end_if_leading("elector stopped")
+            self._terms.stop_watchdog()
+            self._terms.end_current("elector stopped")
             if self.release_on_stop:
-                with self._ending.after():  # the release says the work has stopped: wait for it
+                with self._terms.after_ending():  # the release says the work stopped: wait
                     self.lock.release()
 
     def start(self) -> CandidateElector:
@@ -213,16 +197,15 @@ class CandidateElector:
     def stop(self, timeout: float | None = None) -> None:
         """End the term now (the callback runs), then stop the loop and release."""
         self._stopping.set()
-        self._end_if_leading("elector stopped")
-        if self._ending.in_callback():
+        self._terms.end_current("elector stopped")
+        if self._terms.in_callback():
             return  # called from on_stopped_leading: the loop waits for that callback to return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def term_deadline(self) -> float | None:
         """The monotonic time the current term ends unless renewed; ``None`` when not leading."""
-        with self._lock:
-            return self._term.deadline if self._term is not None else None
+        return self._terms.deadline()
 
     def _call(self, callback: Callable[..., None] | None, *args: Any) -> None:
         call_safely(log, self.lock.describe(), callback, *args)

@@ -7,9 +7,9 @@ confirms it in ``status``: ``observedGeneration`` at least the generation this w
 and ``globalHolderIdentity`` naming this candidate. A stale status never confirms anyone, nor does
 an impossible one (``observedGeneration`` above ``metadata.generation``).
 
-Every call ends by its deadline, :func:`confirmation_bound` after it started on the monotonic
-clock, whatever the network does (``_client.Deadline``), and a confirmation seen after it is
-refused. Why that keeps two leaders apart (docs/safety.md, "bounded confirmation"): the
+Every call ends by its deadline (docs/safety.md, rule 10), :func:`confirmation_bound` after it
+started on the monotonic clock, whatever the network does (``_client.Deadline``), and a
+confirmation seen after it is refused. Why that keeps two leaders apart (rule 9): the
 controller renews the global lease only after it saw our signal, so another cluster can take the
 lease over no earlier than ``D`` after the signal, which is after the call started at ``t0``.
 After its last successful call returned (by ``t0 + C``), the standard Python elector sleeps

@@ -11,12 +11,10 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pytest
 from mclease_core import LeaseData, LeaseNotFoundError, open_storage
 from mclease_core._cli import SERVICE_ACCOUNT_NAMESPACE
 from mclease_core.testing import free_port, port_accepts
+from mclease_dev.processes import ManagedProcess, http_get, mclease_command
 
 pytestmark = pytest.mark.slow
 
@@ -276,36 +275,24 @@ def kubeconfig(tmp_path: Path) -> Path:
     return path
 
 
-class Controller:
+class Controller(ManagedProcess):
     def __init__(self, argv: list[str], env: dict[str, str], workdir: Path):
-        self.log_path = workdir / "controller.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mclease_core._cli", "controller", *argv],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        command = mclease_command("controller", *argv)
+        super().__init__("controller", command, workdir / "controller.log", env=env)
+        self.start()
 
     def get(self, host: str, port: int, path: str) -> int:
-        shown = f"[{host}]" if ":" in host else host
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            if port_accepts(port, host=host):
-                with urllib.request.urlopen(f"http://{shown}:{port}{path}", timeout=5) as answer:
-                    return int(answer.status)
-            time.sleep(0.05)
-        pytest.fail(f"nothing listened on {shown}:{port}: {self.log_path.read_text()}")
+        self.wait_until(
+            lambda: port_accepts(port, host=host),
+            timeout=20,
+            message=f"a listener on {host} port {port}",
+        )
+        return http_get(port, path, host=host, timeout=5)[0]
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        code = self.terminate(15)
+        assert code is not None
+        return code
 
 
 @pytest.fixture
@@ -349,27 +336,22 @@ def test_controller_takes_its_flags_from_the_environment_and_logs_json(
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
-def test_metrics_listen_on_a_bracketed_ipv6_address(
-    kubeconfig: Path, tmp_path: Path, controllers: list[Controller]
+@pytest.mark.parametrize(
+    ("flag", "path"),
+    [
+        pytest.param("--metrics-bind-address", "/metrics", id="metrics"),
+        pytest.param("--health-probe-bind-address", "/healthz", id="health-probes"),
+    ],
+)
+def test_the_server_listens_on_a_bracketed_ipv6_address(
+    kubeconfig: Path, tmp_path: Path, controllers: list[Controller], flag: str, path: str
 ) -> None:
     port = free_port()
     argv = [*QUIET_CONTROLLER, "--storage=memory://", f"--kubeconfig={kubeconfig}"]
-    argv.append(f"--metrics-bind-address=[::1]:{port}")
+    argv.append(f"{flag}=[::1]:{port}")
     controller = Controller(argv, environment(), tmp_path)
     controllers.append(controller)
-    assert controller.get("::1", port, "/metrics") == 200
-
-
-@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
-def test_health_probes_listen_on_a_bracketed_ipv6_address(
-    kubeconfig: Path, tmp_path: Path, controllers: list[Controller]
-) -> None:
-    port = free_port()
-    argv = [*QUIET_CONTROLLER, "--storage=memory://", f"--kubeconfig={kubeconfig}"]
-    argv.append(f"--health-probe-bind-address=[::1]:{port}")
-    controller = Controller(argv, environment(), tmp_path)
-    controllers.append(controller)
-    assert controller.get("::1", port, "/healthz") == 200
+    assert controller.get("::1", port, path) == 200
 
 
 BAD_CONTROLLER_INPUT = [

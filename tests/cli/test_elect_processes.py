@@ -12,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mclease_core import open_storage
+from mclease_core.testing import wait_until
+from mclease_dev.processes import ElectProcess
 
 pytestmark = pytest.mark.slow
 
@@ -33,40 +36,20 @@ with open(sys.argv[1], "a", buffering=1) as out:
 """
 
 
-class Candidate:
+class Candidate(ElectProcess):
     def __init__(self, name: str, workdir: Path, url: str):
-        self.name = name
         self.url = url
         self.beats = workdir / f"{name}.beats"
-        self.log = (workdir / f"{name}.log").open("wb")
         script = workdir / "heartbeat.py"
         script.write_text(HEARTBEAT)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mclease_core._cli",
-                "elect",
-                "--storage",
-                url,
-                "--name",
-                "job",
-                "--identity",
-                name,
-                "--lease-duration",
-                str(D),
-                "--renew-deadline",
-                str(R),
-                "--retry-period",
-                str(P),
-                "--",
-                sys.executable,
-                str(script),
-                str(self.beats),
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [sys.executable, str(script), str(self.beats)]
+        super().__init__(name, url, "job", command, workdir / f"{name}.log", timing=(D, R, P))
+        self.start()
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.popen is not None
+        return self.popen
 
     def heartbeats(self) -> list[tuple[float, int]]:
         if not self.beats.exists():
@@ -77,10 +60,9 @@ class Candidate:
         return [(float(t), int(token)) for t, token in rows]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.log.close()
+        if self.alive():
+            self.kill()
+        self.terminate()
 
 
 @pytest.fixture
@@ -94,14 +76,8 @@ def candidates(tmp_path: Path) -> Iterator[tuple[Candidate, Candidate]]:
         second.stop()
 
 
-def wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_until(condition, timeout=timeout, interval=0.02, message=what)
 
 
 def leader_and_follower(pair: tuple[Candidate, Candidate]) -> tuple[Candidate, Candidate]:
@@ -158,13 +134,17 @@ def wait_for_renewal(url: str, holder: Candidate) -> float:
     process stopped in a SQLite transaction would hold the file's lock and block the others)."""
     with open_storage(url) as storage:
         first = storage.read("job").version
-        deadline = time.monotonic() + 5 * P
-        while time.monotonic() < deadline:
+
+        def renewed_at() -> float | None:
             record = storage.read("job")
-            if record.version != first and record.data.holder_identity == holder.name:
-                return time.monotonic()
-            time.sleep(0.005)
-    pytest.fail(f"{holder.name} did not renew within {5 * P}s")
+            renewed = record.version != first and record.data.holder_identity == holder.name
+            return time.monotonic() if renewed else None
+
+        seen: float | None = wait_until(
+            renewed_at, timeout=5 * P, interval=0.005, message=f"{holder.name} to renew"
+        )
+        assert seen is not None
+        return seen
 
 
 def test_sigstop_of_the_leader_stops_its_command_before_the_takeover(

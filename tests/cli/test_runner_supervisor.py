@@ -15,14 +15,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mclease_core import ConfigurationError, LeaderElector, LeaseData, LeaseObject, LeaseTiming
-from mclease_core._runner import ElectedCommand
+from mclease_core._runner import ElectedCommand, supervisor_command
 from mclease_core.backends.memory import MemoryStorage
+from mclease_core.testing import wait_until
+from mclease_dev.processes import ManagedProcess
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +48,11 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
 
 
-def wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.01)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_until(condition, timeout=timeout, interval=0.01, message=what)
 
 
-class Supervisor:
+class Supervisor(ManagedProcess):
     """``python -m mclease_core._supervisor`` over a sleeping command, and its two pipes."""
 
     def __init__(
@@ -66,29 +63,22 @@ class Supervisor:
         self.status_read, status_write = os.pipe()
         if deadline is not None:
             self.send(f"deadline {deadline!r}")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "mclease_core._supervisor",
-                "--control-fd",
-                str(control_read),
-                "--status-fd",
-                str(status_write),
-                "--kill-grace",
-                str(grace),
-                "--",
-                sys.executable,
-                "-c",
-                SLEEPER,
-                str(self.pidfile),
-                mode or "-",
-            ],
-            pass_fds=(control_read, status_write),
+        argv = supervisor_command(
+            [sys.executable, "-c", SLEEPER, str(self.pidfile), mode or "-"],
+            control_fd=control_read,
+            status_fd=status_write,
+            kill_grace=grace,
         )
+        log = tmp_path / f"{self.pidfile.name}.log"
+        super().__init__("supervisor", argv, log, pass_fds=(control_read, status_write))
+        self.start()
         os.close(control_read)
         os.close(status_write)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.popen is not None
+        return self.popen
 
     def send(self, line: str) -> None:
         os.write(self.control, (line + "\n").encode())
@@ -104,9 +94,9 @@ class Supervisor:
             return code, status.read().decode().strip(), ended
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.alive():
+            self.kill()
+        self.terminate()  # reaps; kills what is left of its session
         if self.control >= 0:
             os.close(self.control)
             self.control = -1
@@ -206,22 +196,9 @@ def test_the_commands_exit_code_passes_through(tmp_path: Path) -> None:
     status_read, status_write = os.pipe()
     os.write(control, f"deadline {time.monotonic() + 30!r}\n".encode())
     code = subprocess.call(
-        [
-            sys.executable,
-            "-P",
-            "-m",
-            "mclease_core._supervisor",
-            "--control-fd",
-            str(control_read),
-            "--status-fd",
-            str(status_write),
-            "--kill-grace",
-            "1",
-            "--",
-            "sh",
-            "-c",
-            "exit 7",
-        ],
+        supervisor_command(
+            ["sh", "-c", "exit 7"], control_fd=control_read, status_fd=status_write, kill_grace=1
+        ),
         pass_fds=(control_read, status_write),
     )
     os.close(status_write)

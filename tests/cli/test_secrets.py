@@ -31,8 +31,8 @@ import pytest
 from pyetcd import etcdrpc
 
 from mclease_core.testing import ServerProcess, free_port, server_or_fail
+from mclease_dev.canaries import CANARY_PASSWORDS
 from mclease_dev.servers import etcd_server, redis_server
-from tests.support import CANARY_PASSWORDS
 
 pytestmark = pytest.mark.slow
 
@@ -133,11 +133,23 @@ def auth_etcd() -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture
-def password_file(tmp_path: Path) -> Path:
-    path = tmp_path / "password"
-    path.write_text(WRONG + "\n")
-    return path
+def _redis_with_password(
+    address: str, password: str, source: str, tmp_path: Path, **params: str
+) -> tuple[str, dict[str, str]]:
+    """A Redis URL (with query ``params``) and an environment that give ``password`` by
+    ``source``: "url" (the user info), "env" ($MCLEASE_STORAGE_PASSWORD) or "file" (a
+    ``password_file`` written in ``tmp_path``)."""
+    user_info, env = "", {}
+    if source == "url":
+        user_info = f":{password}@"
+    elif source == "env":
+        env = {"MCLEASE_STORAGE_PASSWORD": password}
+    else:
+        path = tmp_path / "password"
+        path.write_text(password + "\n")
+        params["password_file"] = str(path)
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    return f"redis://{user_info}{address}/0" + (f"?{query}" if query else ""), env
 
 
 # ----- failing runs: exit 2 with one line, no password -------------------------------------------
@@ -223,15 +235,9 @@ def test_two_sources_of_the_password() -> None:
     "logs", [("--log-level", "debug"), ("--log-level", "debug", "--log-format", "json")]
 )
 def test_a_wrong_password_against_a_protected_redis(
-    protected_redis: ServerProcess, password_file: Path, source: str, logs: tuple[str, ...]
+    protected_redis: ServerProcess, tmp_path: Path, source: str, logs: tuple[str, ...]
 ) -> None:
-    storage, env = f"redis://{protected_redis.address}/0", {}
-    if source == "url":
-        storage = f"redis://:{WRONG}@{protected_redis.address}/0"
-    elif source == "env":
-        env = {"MCLEASE_STORAGE_PASSWORD": WRONG}
-    else:
-        storage += f"?password_file={password_file}"
+    storage, env = _redis_with_password(protected_redis.address, WRONG, source, tmp_path)
     run = run_mclease(*logs, *_elect(storage), env=env)
     check_no_secret(run)
     assert run.code == 2, _masked(run.output)
@@ -274,14 +280,9 @@ def test_a_closed_port_with_the_password_in_the_url(wait: tuple[str, ...]) -> No
 def test_a_right_password_at_debug_level(
     protected_redis: ServerProcess, tmp_path: Path, source: str
 ) -> None:
-    storage, env = f"redis://{protected_redis.address}/0?prefix={source}", {}
-    if source == "url":
-        storage = f"redis://:{PW}@{protected_redis.address}/0?prefix={source}"
-    elif source == "env":
-        env = {"MCLEASE_STORAGE_PASSWORD": PW}
-    else:
-        (tmp_path / "password").write_text(PW + "\n")
-        storage += f"&password_file={tmp_path / 'password'}"
+    storage, env = _redis_with_password(
+        protected_redis.address, PW, source, tmp_path, prefix=source
+    )
     run = run_mclease("--log-level", "debug", "--log-format", "json", *_elect(storage), env=env)
     check_no_secret(run)
     assert run.code == 0, _masked(run.output)
@@ -303,7 +304,7 @@ LEAKING_TESTS = """
 import logging
 import urllib.parse
 
-from tests.support import CANARY_PASSWORDS
+from mclease_dev.canaries import CANARY_PASSWORDS
 
 PW = CANARY_PASSWORDS[0]
 
@@ -333,7 +334,7 @@ import sys
 
 import pytest
 
-from tests.support import CANARY_PASSWORDS
+from mclease_dev.canaries import CANARY_PASSWORDS
 
 
 @pytest.fixture

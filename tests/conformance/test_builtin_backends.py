@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from pathlib import Path
 
 import pytest
 
-from mclease_core import Storage
+from mclease_core import LeaseNotFoundError, Storage
 from mclease_core.backends import MemoryStorage, SQLiteStorage
 from mclease_core.conformance import StorageConformance, StorageHarness
+from tests.support import put_raw_record
 
 
 class MemoryHarness(StorageHarness):
@@ -26,12 +29,10 @@ class MemoryHarness(StorageHarness):
         return None  # an in-process store cannot be unreachable
 
     def corrupt(self, namespace: str, key: str) -> None:
-        MemoryStorage(self.store_name, prefix=namespace).put_raw(key, b"{not json")
+        put_raw_record(MemoryStorage(self.store_name, prefix=namespace), key, b"{not json")
 
 
 class SQLiteHarness(StorageHarness):
-    unavailable_within = 5.0
-
     def __init__(self, directory: Path):
         self.path = directory / "leases.db"
 
@@ -45,7 +46,16 @@ class SQLiteHarness(StorageHarness):
         return SQLiteStorage(self.path.parent / "no-such-directory" / "leases.db", timeout=1.0)
 
     def corrupt(self, namespace: str, key: str) -> None:
-        SQLiteStorage(self.path, prefix=namespace).put_raw(key, b"\x00\xffgarbage")
+        with (
+            SQLiteStorage(self.path, prefix=namespace) as store,
+            contextlib.suppress(LeaseNotFoundError),
+        ):
+            store.read(key)  # the first use creates the tables
+        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
+                (f"{namespace}/{key}", 1_000_000, b"\x00\xffgarbage"),
+            )
 
 
 class TestMemoryBackend(StorageConformance):

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 from mclease_core import LeaseData, LeaseObject
+from mclease_core._decisions import safety_margin
+from mclease_core.conformance import sample_lease_data
 from mclease_core.controller import (
-    Action,
     CandidateState,
-    Outcome,
+    ReconcileAction,
+    ReconcileFindings,
     build_status,
     plan,
     track_candidate,
@@ -21,7 +23,6 @@ from mclease_core.controller._decisions import (
     Plan,
     Windows,
     next_check,
-    safety_margin,
     windows,
 )
 
@@ -31,13 +32,9 @@ WINDOWS = windows(10, 4, 1)
 
 
 def record(cluster: str, identity: str, version: int = 7, transitions: int = 2) -> LeaseObject:
-    data = LeaseData(
-        holder_identity=identity,
-        holder_cluster=cluster,
-        lease_duration_seconds=D,
-        acquire_time=WALL,
-        renew_time=WALL,
-        lease_transitions=transitions,
+    written = {"lease_duration_seconds": D, "acquire_time": WALL, "renew_time": WALL}
+    data = sample_lease_data(
+        identity, holder_cluster=cluster, lease_transitions=transitions, **written
     )
     return LeaseObject(data, version)
 
@@ -64,7 +61,7 @@ def signalled(identity: str = "pod-a", at: float = 101.0) -> CandidateState:
 
 
 class TestWindows:
-    """Rule 4: a candidate that saw a confirmation within ``confirm`` of its signal stops acting
+    """Rule 11: a candidate that saw a confirmation within ``confirm`` of its signal stops acting
     before another cluster can take over ``hold`` after it."""
 
     @pytest.mark.parametrize(
@@ -102,21 +99,21 @@ class TestLiveness:
         from yet; it waits for the next signal."""
         seen = track_candidate(None, "pod-a", generation=5, now=100.0)
         decision = decide(seen, 100.0, held_for="pod-a")
-        assert decision.action is Action.WAIT
+        assert decision.action is ReconcileAction.WAIT
 
     def test_an_object_created_after_the_watch_started_is_a_signal(self) -> None:
         """Issue 8 item 10: a Go candidate's first create is its signal (not D + P later)."""
         created = track_candidate(None, "pod-a", generation=1, now=100.0, created=True)
-        assert decide(created, 100.0).action is Action.CONTEND
+        assert decide(created, 100.0).action is ReconcileAction.CONTEND
 
     def test_a_new_generation_is_a_heartbeat(self) -> None:
-        assert decide(signalled(), 101.0).action is Action.CONTEND
+        assert decide(signalled(), 101.0).action is ReconcileAction.CONTEND
 
     def test_a_renewed_signal_is_published_confirming_only_within_its_window(self) -> None:
         candidate = signalled()
         inside = decide(candidate, 101.0 + WINDOWS.confirm - 0.01, renewed=True)
         after = decide(candidate, 101.0 + WINDOWS.confirm, renewed=True)
-        assert inside.action is after.action is Action.PUBLISH
+        assert inside.action is after.action is ReconcileAction.PUBLISH
         assert inside.confirm
         assert not after.confirm, "a confirmation must not stay visible past its window"
         assert inside.recheck_at == pytest.approx(101.0 + WINDOWS.confirm)
@@ -126,21 +123,21 @@ class TestLiveness:
     ) -> None:
         """Issue 8 item 9: renewing for it could not make anyone lead (livelock)."""
         late = decide(signalled(), 101.0 + WINDOWS.renew + 0.01)
-        assert late.action is Action.OBSERVE
+        assert late.action is ReconcileAction.OBSERVE
         assert late.late
 
     def test_a_follower_whose_attempt_lost_is_not_late(self) -> None:
         decision = decide(signalled(), 101.0 + WINDOWS.renew + 0.01, attempted=True)
-        assert decision.action is Action.OBSERVE
+        assert decision.action is ReconcileAction.OBSERVE
         assert not decision.late
 
     def test_an_empty_holder_is_never_contended_for(self) -> None:
         released = track_candidate(signalled(), "", 7, 102.0)
-        assert decide(released, 102.0).action is Action.OBSERVE
+        assert decide(released, 102.0).action is ReconcileAction.OBSERVE
 
     def test_a_refused_spec_is_never_contended_for(self) -> None:
         decision = decide(signalled("east/x"), 101.0, problem="bad identity", windows=None)
-        assert decision.action is Action.OBSERVE
+        assert decision.action is ReconcileAction.OBSERVE
         assert decision.problem == "bad identity"
 
 
@@ -148,7 +145,7 @@ class TestRelease:
     def test_a_release_by_mclease_lock_releases_at_once(self) -> None:
         released = track_candidate(signalled(), "", 7, 102.0)
         decision = decide(released, 102.0, held_for="pod-a", stopped_first=True)
-        assert decision.action is Action.RELEASE
+        assert decision.action is ReconcileAction.RELEASE
         assert decision.release_identity == "pod-a"
 
     def test_a_release_by_another_client_waits_until_its_candidate_cannot_act(self) -> None:
@@ -157,9 +154,9 @@ class TestRelease:
         released = track_candidate(signalled(), "", 7, 102.0)
         early = decide(released, 102.0 + WINDOWS.hold - 0.01, held_for="pod-a")
         late = decide(released, 102.0 + WINDOWS.hold, held_for="pod-a")
-        assert early.action is Action.OBSERVE
+        assert early.action is ReconcileAction.OBSERVE
         assert early.recheck_at == pytest.approx(102.0 + WINDOWS.hold)
-        assert late.action is Action.RELEASE
+        assert late.action is ReconcileAction.RELEASE
 
     def test_a_new_local_holder_does_not_release_the_previous_ones_lease_at_once(self) -> None:
         """Found in review: when B replaced A in the spec, A's last signal was taken to be the
@@ -168,8 +165,12 @@ class TestRelease:
         switched = track_candidate(signalled("pod-a", at=101.0), "pod-b", 7, 101.5)
         assert switched.last_seen_of("pod-a") == 101.5
         decision = decide(switched, 101.6, held_for="pod-a")
-        assert decision.action is Action.CONTEND  # pod-b contends; its elector waits for expiry
-        assert decide(switched, 101.5 + WINDOWS.hold, held_for="pod-a").action is Action.RELEASE
+        # pod-b contends; its elector waits for expiry
+        assert decision.action is ReconcileAction.CONTEND
+        assert (
+            decide(switched, 101.5 + WINDOWS.hold, held_for="pod-a").action
+            is ReconcileAction.RELEASE
+        )
 
     def test_an_older_generation_is_not_a_signal(self) -> None:
         """Found in review: a watched copy trailing a newer one re-anchored the signal."""
@@ -180,12 +181,12 @@ class TestRelease:
         candidate = signalled()
         before = decide(candidate, 101.0 + WINDOWS.hold - 0.01, held_for="pod-a", renewed=True)
         after = decide(candidate, 101.0 + WINDOWS.hold, held_for="pod-a", renewed=True)
-        assert before.action is Action.PUBLISH
-        assert after.action is Action.RELEASE
+        assert before.action is ReconcileAction.PUBLISH
+        assert after.action is ReconcileAction.RELEASE
 
     def test_a_lease_held_by_another_cluster_is_never_released_here(self) -> None:
         released = track_candidate(signalled(), "", 7, 102.0)
-        assert decide(released, 200.0, held_for="").action is Action.OBSERVE
+        assert decide(released, 200.0, held_for="").action is ReconcileAction.OBSERVE
 
     def test_deletion_waits_a_hold_after_it_was_first_seen_whatever_the_candidate_signals(
         self,
@@ -197,16 +198,16 @@ class TestRelease:
             candidate = track_candidate(candidate, "pod-a", int(moment), moment, deleting=True)
         early = decide(candidate, 105.0 + WINDOWS.hold - 0.01, deleting=True, held_for="pod-a")
         late = decide(candidate, 105.0 + WINDOWS.hold, deleting=True, held_for="pod-a")
-        assert early.action is Action.WAIT_TO_RELEASE
-        assert late.action is Action.RELEASE
+        assert early.action is ReconcileAction.WAIT_TO_RELEASE
+        assert late.action is ReconcileAction.RELEASE
         silent = track_candidate(None, "pod-a", 9, 300.0, deleting=True)
         assert decide(silent, 300.0 + WINDOWS.hold, deleting=True, held_for="pod-a").action is (
-            Action.RELEASE
+            ReconcileAction.RELEASE
         )
 
     def test_deletion_without_a_lease_here_just_forgets(self) -> None:
         deleting = track_candidate(signalled(), "pod-a", 6, 105.0, deleting=True)
-        assert decide(deleting, 105.0, deleting=True).action is Action.FORGET
+        assert decide(deleting, 105.0, deleting=True).action is ReconcileAction.FORGET
 
     def test_the_next_check_comes_when_the_decision_changes(self) -> None:
         decision = decide(signalled(), 101.0, renewed=True)
@@ -219,7 +220,9 @@ class TestRelease:
 class TestStatus:
     def test_a_confirmed_local_candidate_is_named_bare(self) -> None:
         status = build_status(
-            Outcome(6, "east", record("east", "pod-a"), False, confirmed="pod-a"), [], WALL
+            ReconcileFindings(6, "east", record("east", "pod-a"), False, confirmed="pod-a"),
+            [],
+            WALL,
         )
         assert status["observedGeneration"] == 6
         assert status["globalHolderIdentity"] == "pod-a"
@@ -227,16 +230,18 @@ class TestStatus:
         assert status["fencingToken"] == 7
 
     def test_a_local_holder_without_a_renewal_in_this_reconcile_is_named_qualified(self) -> None:
-        """Rule 3: no compare-and-swap for this signal, no bare name, so no confirmation."""
+        """Rule 8: no compare-and-swap for this signal, no bare name, so no confirmation."""
         status = build_status(
-            Outcome(6, "east", record("east", "pod-a"), False, confirmed=""), [], WALL
+            ReconcileFindings(6, "east", record("east", "pod-a"), False, confirmed=""), [], WALL
         )
         assert status["globalHolderIdentity"] == "east/pod-a"
 
     def test_the_same_pod_name_in_another_cluster_never_confirms_ours(self) -> None:
-        """Rule 5: west's app-0 leads; east's app-0 must not read its own name."""
+        """Rule 12: west's app-0 leads; east's app-0 must not read its own name."""
         status = build_status(
-            Outcome(6, "east", record("west", "app-0"), False, confirmed="app-0"), [], WALL
+            ReconcileFindings(6, "east", record("west", "app-0"), False, confirmed="app-0"),
+            [],
+            WALL,
         )
         assert status["globalHolderIdentity"] == "west/app-0"
         assert status["globalHolderCluster"] == "west"
@@ -245,27 +250,33 @@ class TestStatus:
         """Found by the hostile-input search: a record written without a cluster (``mclease
         elect`` on the same store, or forged) was named bare, which confirmed a local candidate
         of that name without any compare-and-swap for it."""
-        status = build_status(Outcome(6, "east", record("", "app-0"), False), [], WALL)
+        status = build_status(ReconcileFindings(6, "east", record("", "app-0"), False), [], WALL)
         assert status["globalHolderIdentity"] == "/app-0"
 
     @pytest.mark.parametrize("expired", [True, False])
     def test_an_expired_or_released_holder_is_not_named(self, expired: bool) -> None:
         held = record("west", "b")
         released = LeaseObject(LeaseData("", 1.0, WALL, WALL), 9)
-        status = build_status(Outcome(6, "east", held if expired else released, expired), [], WALL)
+        status = build_status(
+            ReconcileFindings(6, "east", held if expired else released, expired), [], WALL
+        )
         assert status["globalHolderIdentity"] == ""
         assert status["fencingToken"] is None
 
     def test_a_backend_error_sets_the_condition(self) -> None:
-        status = build_status(Outcome(6, "east", None, True, backend_error="redis down"), [], WALL)
+        status = build_status(
+            ReconcileFindings(6, "east", None, True, backend_error="redis down"), [], WALL
+        )
         healthy = next(c for c in status["conditions"] if c["type"] == "BackendHealthy")
         assert healthy["status"] == "False"
         assert "redis down" in healthy["message"]
 
     def test_condition_transition_time_only_moves_on_a_change(self) -> None:
-        first = build_status(Outcome(6, "east", None, True), [], WALL)
+        first = build_status(ReconcileFindings(6, "east", None, True), [], WALL)
         later = build_status(
-            Outcome(7, "east", None, True), first["conditions"], WALL + dt.timedelta(hours=1)
+            ReconcileFindings(7, "east", None, True),
+            first["conditions"],
+            WALL + dt.timedelta(hours=1),
         )
         assert [c["lastTransitionTime"] for c in later["conditions"]] == [
             c["lastTransitionTime"] for c in first["conditions"]
@@ -280,26 +291,28 @@ class TestTooSlowToConfirm:
 
     def test_a_candidate_that_keeps_missing_its_confirmations_is_not_renewed(self) -> None:
         decision = decide(signalled(), 101.0, held_for="pod-a", missed=2, renewed_ago=1.0)
-        assert decision.action is Action.OBSERVE
+        assert decision.action is ReconcileAction.OBSERVE
         assert decision.late
 
     def test_once_the_lease_ran_out_it_is_tried_again(self) -> None:
         again = decide(signalled(), 101.0, held_for="pod-a", missed=2, renewed_ago=WINDOWS.hold)
-        assert again.action is Action.CONTEND
+        assert again.action is ReconcileAction.CONTEND
 
     def test_one_miss_or_a_lease_held_elsewhere_changes_nothing(self) -> None:
         assert decide(signalled(), 101.0, held_for="pod-a", missed=1, renewed_ago=1.0).action is (
-            Action.CONTEND
+            ReconcileAction.CONTEND
         )
-        assert decide(signalled(), 101.0, missed=5, renewed_ago=1.0).action is Action.CONTEND
+        assert (
+            decide(signalled(), 101.0, missed=5, renewed_ago=1.0).action is ReconcileAction.CONTEND
+        )
 
 
 def test_an_unconfirmed_signal_of_the_holder_keeps_its_name_with_the_generation_below() -> None:
     """Found in review: a withdrawn confirmation (or one late reconcile) was written
     cluster/identity, which the holder's own elector read as another leader: it stepped down
     at once and nobody led for a lease duration."""
-    outcome = Outcome(6, "east", record("east", "pod-a"), False, spec_holder="pod-a")
-    status = build_status(outcome, [], WALL)
+    findings = ReconcileFindings(6, "east", record("east", "pod-a"), False, spec_holder="pod-a")
+    status = build_status(findings, [], WALL)
     assert status["globalHolderIdentity"] == "pod-a"
     assert status["observedGeneration"] == 5
     acquired = next(c for c in status["conditions"] if c["type"] == "LockAcquiredInBackend")

@@ -104,7 +104,10 @@ class TestWorkQueue:
         assert value(metrics, "workqueue_adds_total", QUEUE) == 3
         queue.done("ns/a")  # re-queued from the add above, not a new add
         assert value(metrics, "workqueue_adds_total", QUEUE) == 3
-        assert len(queue) == 1
+        requeued = queue.get(timeout=0)
+        assert requeued is not None
+        assert requeued[0] == "ns/a"
+        assert queue.get(timeout=0) is None
 
     def test_depth_counts_only_due_keys_not_handed_out(self) -> None:
         metrics, queue, _ = self.queue()

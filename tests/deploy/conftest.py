@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev.canaries import CANARY_PASSWORDS
+from mclease_dev.kube import KubeAssets, KubeCluster, running_clusters
 from mclease_dev.servers import redis_server
 from tests.deploy import shipped
-from tests.kube.testbed import AssetsMissingError, KubeCluster, start_clusters
-from tests.support import CANARY_PASSWORDS
 
 STORE_PASSWORD = CANARY_PASSWORDS[0]
 """The shared Redis's password: it reaches the controllers only through the Secret."""
@@ -29,16 +29,12 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> shipped.Release:
 
 
 @pytest.fixture(scope="module")
-def audited_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, KubeCluster]]:
-    try:
-        clusters = start_clusters(["east", "west"], tmp_path_factory.mktemp("clusters"), audit=True)
-    except AssetsMissingError as exc:
-        pytest.fail(f"{exc}; run `make kube-assets`", pytrace=False)
-    try:
+def audited_clusters(
+    kube_assets: KubeAssets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, KubeCluster]]:
+    root = tmp_path_factory.mktemp("clusters")
+    with running_clusters(["east", "west"], root, kube_assets, audit=True) as clusters:
         yield clusters
-    finally:
-        for cluster in clusters.values():
-            cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 from kubernetes import client as k8s
 
-from tests.kube.testbed import REPO_ROOT, KubeCluster
+from mclease_dev.kube import REPO_ROOT, KubeCluster
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 IMAGE_WHEEL_DIR = "/wheels"

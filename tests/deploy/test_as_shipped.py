@@ -35,11 +35,13 @@ from kubernetes import client as k8s
 from mclease_core._crd import CRD_NAME
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION
 from mclease_core.testing import ServerProcess, free_port
+from mclease_core.testing import wait_until as wait_for
+from mclease_dev import multicluster as harness
+from mclease_dev.kube import KubeCluster, apply_manifest, find_kubectl, wait_crd_established
+from mclease_dev.multicluster import CandidateProcess, wait_for_leader
+from mclease_dev.processes import ManagedProcess
 from tests.deploy import shipped
 from tests.deploy.conftest import STORE_PASSWORD
-from tests.e2e import harness
-from tests.e2e.harness import CandidateProcess, ManagedProcess, wait_for, wait_for_leader
-from tests.kube.testbed import KubeCluster, apply_manifest, find_kubectl, wait_crd_established
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.kube]
 

@@ -5,14 +5,15 @@ kube-apiserver, about 5 s to start) with the MultiClusterLease CRD and the contr
 ``config/rbac/``; one ``redis-server``. Function scope: a fresh namespace in both clusters (the
 global lease key is ``namespace/name``, so it also isolates the global store), a fresh store
 (a new SQLite file, or a new Redis key prefix; a test that asks for ``own_redis`` gets that
-server), and a :class:`~tests.e2e.harness.ProcessGroup`
-whose controllers and candidates are stopped (SIGTERM, then SIGKILL) when the test ends.
+server), and a :class:`~mclease_dev.multicluster.ProcessGroup` whose controllers and
+candidates are stopped (SIGTERM, then SIGKILL) when the test ends.
 
 Measurements the tests take (takeover times, handoff, confirmation latency) are printed in a
 table at the end of the run.
 
-Not for: the product's assertions (the tests) or process plumbing (``harness``). Missing
-binaries (kube-apiserver, etcd, redis-server) FAIL the tests with how to install them.
+Not for: the product's assertions (the tests) or process plumbing
+(:mod:`mclease_dev.multicluster`). Missing binaries (kube-apiserver, etcd, redis-server) FAIL
+the tests with how to install them.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_dev import multicluster
+from mclease_dev.kube import KubeAssets, KubeCluster, running_clusters
 from mclease_dev.servers import redis_server
-from tests.e2e import harness
-from tests.kube.testbed import AssetsMissingError, KubeCluster, find_assets, start_clusters
 
 STORES = ["sqlite", "redis"]
 REDIS_TIMEOUT = 1.0
@@ -55,15 +56,15 @@ _MEASUREMENTS = pytest.StashKey[list[Measurement]]()
 class Bed:
     """One test's view: a site (namespace) per cluster, the store URL, the processes."""
 
-    sites: dict[str, harness.Site]
+    sites: dict[str, multicluster.Site]
     store_url: str
     store: str
-    group: harness.ProcessGroup
+    group: multicluster.ProcessGroup
     workdir: Path
     _record: list[Measurement]
     _test: str
 
-    def controllers(self, *names: str) -> dict[str, harness.ControllerProcess]:
+    def controllers(self, *names: str) -> dict[str, multicluster.ControllerProcess]:
         """Start a controller per named cluster (default: all), side by side; wait until ready."""
         chosen = names or tuple(self.sites)
         started = {
@@ -73,7 +74,7 @@ class Bed:
             process.wait_ready()
         return started
 
-    def candidate(self, cluster: str, identity: str) -> harness.CandidateProcess:
+    def candidate(self, cluster: str, identity: str) -> multicluster.CandidateProcess:
         return self.group.candidate(self.sites[cluster], identity)
 
     def measure(self, what: str, value: float, bound: float | None = None) -> None:
@@ -81,20 +82,15 @@ class Bed:
 
 
 @pytest.fixture(scope="session")
-def e2e_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, PreparedCluster]]:
-    try:
-        assets = find_assets()
-    except AssetsMissingError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    clusters = start_clusters(["east", "west"], tmp_path_factory.mktemp("e2e-kube"), assets)
-    try:
+def e2e_clusters(
+    kube_assets: KubeAssets, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, PreparedCluster]]:
+    root = tmp_path_factory.mktemp("e2e-kube")
+    with running_clusters(["east", "west"], root, kube_assets) as clusters:
         yield {
-            name: PreparedCluster(cluster, harness.prepare_cluster(cluster))
+            name: PreparedCluster(cluster, multicluster.prepare_cluster(cluster))
             for name, cluster in clusters.items()
         }
-    finally:
-        for cluster in clusters.values():
-            cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -127,17 +123,17 @@ def bed(
         url = redis_url(request.getfixturevalue("shared_redis"), f"e2e-{uuid.uuid4().hex[:8]}")
     else:
         url = f"sqlite:///{tmp_path / 'global.db'}"
-    namespace = harness.new_namespace_name()
+    namespace = multicluster.new_namespace_name()
     sites = {
-        name: harness.Site(
+        name: multicluster.Site(
             prepared.cluster,
             namespace,
             prepared.controller_kubeconfig,
-            harness.prepare_namespace(prepared.cluster, namespace),
+            multicluster.prepare_namespace(prepared.cluster, namespace),
         )
         for name, prepared in e2e_clusters.items()
     }
-    group = harness.ProcessGroup(tmp_path)
+    group = multicluster.ProcessGroup(tmp_path)
     record = request.config.stash.setdefault(_MEASUREMENTS, [])
     bed = Bed(sites, url, kind, group, tmp_path, record, request.node.name)
     try:

@@ -17,9 +17,10 @@ import time
 import pytest
 from kubernetes import client as k8s
 
-from tests.e2e import harness
+from mclease_core.testing import wait_until as wait_for
+from mclease_dev import multicluster as harness
+from mclease_dev.multicluster import wait_for_leader
 from tests.e2e.conftest import Bed
-from tests.e2e.harness import wait_for, wait_for_leader
 from tests.e2e.test_multicluster import (
     FIRST_LEADER_TIMEOUT,
     assert_one_leader_at_a_time,

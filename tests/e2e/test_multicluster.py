@@ -1,7 +1,7 @@
 """The multi-cluster election end to end: real API servers, controllers, candidates and stores.
 
 Each cluster of the test bed runs ``mclease controller`` as its own service account; candidates
-are ``tests/e2e/candidate.py`` processes (the standard ``kubernetes.leaderelection`` elector with
+are ``mclease_dev.candidate`` processes (the standard ``kubernetes.leaderelection`` elector with
 ``MultiClusterLeaseLock``) that heartbeat on the machine's monotonic clock while they lead.
 Every multi-candidate test asserts that no two candidates' leadership intervals overlap.
 
@@ -22,6 +22,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import pytest
 from kubernetes import client as k8s
@@ -30,10 +31,11 @@ from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord
 from mclease_core.kube import MultiClusterLeaseLock
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION, LeaseView
 from mclease_core.testing import ServerProcess, server_or_fail
+from mclease_core.testing import wait_until as wait_for
+from mclease_dev import multicluster as harness
+from mclease_dev.multicluster import CandidateProcess, wait_for_leader
 from mclease_dev.servers import redis_server
-from tests.e2e import harness
 from tests.e2e.conftest import Bed
-from tests.e2e.harness import CandidateProcess, wait_for, wait_for_leader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.kube]
 
@@ -54,15 +56,6 @@ FIRST_LEADER_TIMEOUT = 30.0
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def first_leader(
-    candidates: Sequence[CandidateProcess],
-) -> tuple[CandidateProcess, CandidateProcess, float]:
-    """Wait for a leader; return it, the other candidate, and its first heartbeat."""
-    leader, first = wait_for_leader(candidates, timeout=FIRST_LEADER_TIMEOUT)
-    (other,) = [c for c in candidates if c is not leader]
-    return leader, other, first
-
-
 def lead_for(candidate: CandidateProcess, first: float, seconds: float) -> None:
     """Wait until ``candidate`` has heartbeated for ``seconds`` in one go."""
 
@@ -73,6 +66,31 @@ def lead_for(candidate: CandidateProcess, first: float, seconds: float) -> None:
         return last - first >= seconds
 
     wait_for(led, timeout=seconds + 5, message=f"{candidate.label} to lead for {seconds:g}s")
+
+
+class Contest(NamedTuple):
+    """Both clusters' controllers and one candidate in each, one of which leads."""
+
+    origin: float
+    """Taken before anything started: leadership intervals are checked from here."""
+    controllers: dict[str, harness.ControllerProcess]
+    candidates: list[CandidateProcess]
+    leader: CandidateProcess
+    other: CandidateProcess
+
+
+def a_leader_of_two_clusters(
+    bed: Bed, west_identity: str = "app-1", lead_seconds: float = 2.0
+) -> Contest:
+    """Start the controllers, app-0 in the east and ``west_identity`` in the west; wait for a
+    leader and until it has led ``lead_seconds`` in one go."""
+    origin = time.monotonic()
+    controllers = bed.controllers()
+    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", west_identity)]
+    leader, first = wait_for_leader(candidates, timeout=FIRST_LEADER_TIMEOUT)
+    (other,) = [c for c in candidates if c is not leader]
+    lead_for(leader, first, lead_seconds)
+    return Contest(origin, controllers, candidates, leader, other)
 
 
 def assert_one_leader_at_a_time(candidates: Sequence[CandidateProcess], origin: float) -> None:
@@ -145,11 +163,7 @@ def test_one_cluster_candidate_leads_and_status_names_it(bed: Bed) -> None:
 
 @pytest.mark.usefixtures("store")
 def test_crash_failover_within_bound_and_graceful_handoff_fast(bed: Bed) -> None:
-    origin = time.monotonic()
-    bed.controllers()
-    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", "app-1")]
-    leader, follower, first = first_leader(candidates)
-    lead_for(leader, first, 2.0)
+    origin, _, candidates, leader, follower = a_leader_of_two_clusters(bed)
     assert not follower.beats(), "both lead"
 
     killed_at = leader.kill()
@@ -190,11 +204,7 @@ def test_crash_failover_within_bound_and_graceful_handoff_fast(bed: Bed) -> None
 
 @pytest.mark.usefixtures("store")
 def test_same_pod_name_in_both_clusters_is_never_confirmed_twice(bed: Bed) -> None:
-    origin = time.monotonic()
-    bed.controllers()
-    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", "app-0")]
-    leader, other, first = first_leader(candidates)
-    lead_for(leader, first, D / 2)
+    origin, _, candidates, leader, other = a_leader_of_two_clusters(bed, "app-0", D / 2)
 
     # The other cluster names the holder cluster-qualified, which confirms nobody there.
     here, there = leader.site, other.site
@@ -229,11 +239,7 @@ def test_same_pod_name_in_both_clusters_is_never_confirmed_twice(bed: Bed) -> No
 
 @pytest.mark.usefixtures("store")
 def test_killed_controller_its_candidate_stops_before_the_other_cluster_leads(bed: Bed) -> None:
-    origin = time.monotonic()
-    controllers = bed.controllers()
-    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", "app-1")]
-    leader, other, first = first_leader(candidates)
-    lead_for(leader, first, 2.0)
+    origin, controllers, candidates, leader, other = a_leader_of_two_clusters(bed)
 
     killed_at = controllers[leader.site.name].kill()
     _, took_over = wait_for_leader([other], timeout=CRASH_BOUND + 15, after=killed_at)
@@ -272,11 +278,7 @@ def test_store_outage_leader_steps_down_then_exactly_one_leads(
     bed: Bed, own_redis: ServerProcess
 ) -> None:
     assert bed.store == "redis"
-    origin = time.monotonic()
-    bed.controllers()
-    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", "app-1")]
-    leader, other, first = first_leader(candidates)
-    lead_for(leader, first, 2.0)
+    origin, _, candidates, leader, other = a_leader_of_two_clusters(bed)
 
     down_at = time.monotonic()
     own_redis.stop()
@@ -466,11 +468,7 @@ def test_hung_api_server_every_lock_call_ends_within_its_bound(bed: Bed) -> None
     """SIGSTOP the leader's kube-apiserver: its candidate's calls hang on a socket that never
     answers. Each call must still end within C, the leader must stop in time, and the other
     cluster takes over without overlap. Runs on SQLite only: the store plays no part."""
-    origin = time.monotonic()
-    bed.controllers()
-    candidates = [bed.candidate("east", "app-0"), bed.candidate("west", "app-1")]
-    leader, other, first = first_leader(candidates)
-    lead_for(leader, first, 2.0)
+    origin, _, candidates, leader, other = a_leader_of_two_clusters(bed)
 
     apiserver = _kube_apiserver_pid(leader.site.cluster.pids)
     frozen_at = time.monotonic()

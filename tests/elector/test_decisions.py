@@ -6,8 +6,16 @@ import datetime as dt
 
 import pytest
 
-from mclease_core import Action, LeaseData, LeaseObject, LeaseTiming, decide, observe
-from mclease_core._decisions import new_record, released_record
+from mclease_core import LeaseObject, LeaseTiming
+from mclease_core._decisions import (
+    ElectorAction,
+    Observation,
+    decide,
+    new_record,
+    observe,
+    released_record,
+)
+from mclease_core.conformance import sample_lease_data
 
 ME = ("east", "pod-a")
 OTHER = ("west", "pod-b")
@@ -23,40 +31,49 @@ def record(
     transitions: int = 0,
     token: int | None = None,
 ) -> LeaseObject:
-    data = LeaseData(
-        holder_identity=holder[1],
-        holder_cluster=holder[0],
-        lease_duration_seconds=duration,
-        acquire_time=renew,
-        renew_time=renew,
+    cluster, identity = holder
+    written = {"lease_duration_seconds": duration, "acquire_time": renew, "renew_time": renew}
+    data = sample_lease_data(
+        identity,
+        holder_cluster=cluster,
         lease_transitions=transitions,
         fencing_token=token,
+        **written,
     )
     return LeaseObject(data, version)
 
 
+def read_at(*reads: tuple[LeaseObject, float]) -> Observation | None:
+    """What an elector has observed after reading each ``(record, at)`` in turn."""
+    seen: Observation | None = None
+    for obj, now in reads:
+        seen = observe(seen, obj, now=now)
+    return seen
+
+
+def actions(seen: Observation | None, *at: float, leading: bool = False) -> list[ElectorAction]:
+    """What ``decide`` tells pod-a in the east to do at each of the times ``at``."""
+    return [decide(seen, ME, leading=leading, now=now).action for now in at]
+
+
 class TestExpiryByObservation:
     def test_no_record_means_create(self) -> None:
-        assert decide(None, ME, leading=False, now=0.0).action is Action.CREATE
+        assert actions(None, 0.0) == [ElectorAction.CREATE]
 
     def test_another_holder_is_live_until_we_saw_no_change_for_a_lease_duration(self) -> None:
-        seen = observe(None, record(OTHER, 5), now=100.0)
-        assert decide(seen, ME, leading=False, now=109.9).action is Action.WAIT
-        assert decide(seen, ME, leading=False, now=110.0).action is Action.ACQUIRE
+        seen = read_at((record(OTHER, 5), 100.0))
+        assert actions(seen, 109.9, 110.0) == [ElectorAction.WAIT, ElectorAction.ACQUIRE]
 
     def test_wait_says_how_long_until_expiry(self) -> None:
-        seen = observe(None, record(OTHER, 5), now=100.0)
+        seen = read_at((record(OTHER, 5), 100.0))
         assert decide(seen, ME, leading=False, now=104.0).wait == pytest.approx(6.0)
 
     def test_a_new_version_restarts_the_expiry_clock(self) -> None:
-        seen = observe(None, record(OTHER, 5), now=100.0)
-        seen = observe(seen, record(OTHER, 6), now=108.0)
-        assert decide(seen, ME, leading=False, now=115.0).action is Action.WAIT
-        assert decide(seen, ME, leading=False, now=118.0).action is Action.ACQUIRE
+        seen = read_at((record(OTHER, 5), 100.0), (record(OTHER, 6), 108.0))
+        assert actions(seen, 115.0, 118.0) == [ElectorAction.WAIT, ElectorAction.ACQUIRE]
 
     def test_the_same_version_read_again_keeps_the_first_sighting(self) -> None:
-        seen = observe(None, record(OTHER, 5), now=100.0)
-        again = observe(seen, record(OTHER, 5), now=109.0)
+        again = read_at((record(OTHER, 5), 100.0), (record(OTHER, 5), 109.0))
         assert again is not None
         assert again.first_seen == 100.0
 
@@ -66,45 +83,48 @@ class TestExpiryByObservation:
     ) -> None:
         """Upstream compares remote wall clocks; a skewed writer must change nothing here."""
         skewed = WALL + dt.timedelta(days=365 * years)
-        seen = observe(None, record(OTHER, 5, renew=skewed), now=100.0)
-        assert decide(seen, ME, leading=False, now=100.0).action is Action.WAIT
-        assert decide(seen, ME, leading=False, now=110.0).action is Action.ACQUIRE
+        seen = read_at((record(OTHER, 5, renew=skewed), 100.0))
+        assert actions(seen, 100.0, 110.0) == [ElectorAction.WAIT, ElectorAction.ACQUIRE]
 
     def test_the_expiry_uses_the_duration_the_holder_wrote(self) -> None:
-        seen = observe(None, record(OTHER, 5, duration=30.0), now=100.0)
-        assert decide(seen, ME, leading=False, now=125.0).action is Action.WAIT
+        seen = read_at((record(OTHER, 5, duration=30.0), 100.0))
+        assert actions(seen, 125.0) == [ElectorAction.WAIT]
 
     def test_a_released_record_is_free_at_once(self) -> None:
         released = LeaseObject(released_record(record(OTHER, 5), WALL), 6)
-        seen = observe(None, released, now=100.0)
-        assert decide(seen, ME, leading=False, now=100.0).action is Action.ACQUIRE
+        assert actions(read_at((released, 100.0)), 100.0) == [ElectorAction.ACQUIRE]
 
     def test_our_own_record_is_renewed_when_leading_and_reacquired_otherwise(self) -> None:
-        seen = observe(None, record(ME, 5), now=100.0)
-        assert decide(seen, ME, leading=True, now=100.0).action is Action.RENEW
-        assert decide(seen, ME, leading=False, now=100.0).action is Action.ACQUIRE
+        seen = read_at((record(ME, 5), 100.0))
+        assert actions(seen, 100.0, leading=True) == [ElectorAction.RENEW]
+        assert actions(seen, 100.0, leading=False) == [ElectorAction.ACQUIRE]
 
     def test_the_same_identity_in_another_cluster_is_another_holder(self) -> None:
         twin = ("west", ME[1])
-        seen = observe(None, record(twin, 5), now=100.0)
-        assert decide(seen, ME, leading=False, now=100.0).action is Action.WAIT
+        assert actions(read_at((record(twin, 5), 100.0)), 100.0) == [ElectorAction.WAIT]
 
 
 class TestRecordsToWrite:
     def test_takeover_bumps_transitions_and_starts_a_new_token(self) -> None:
-        data = new_record(Action.ACQUIRE, record(OTHER, 5, transitions=2, token=3), ME, 15.0, WALL)
+        data = new_record(
+            ElectorAction.ACQUIRE, record(OTHER, 5, transitions=2, token=3), ME, 15.0, WALL
+        )
         assert (data.holder_cluster, data.holder_identity) == ME
         assert data.lease_transitions == 3
         assert data.fencing_token is None
 
     def test_reacquiring_our_own_record_keeps_transitions(self) -> None:
-        data = new_record(Action.ACQUIRE, record(ME, 5, transitions=2, token=3), ME, 15.0, WALL)
+        data = new_record(
+            ElectorAction.ACQUIRE, record(ME, 5, transitions=2, token=3), ME, 15.0, WALL
+        )
         assert data.lease_transitions == 2
         assert data.fencing_token is None
 
     def test_renewal_carries_the_terms_token_forward(self) -> None:
         acquired = record(ME, 7)  # token None: the term's token is this version
-        renewed = new_record(Action.RENEW, acquired, ME, 15.0, WALL + dt.timedelta(seconds=2))
+        renewed = new_record(
+            ElectorAction.RENEW, acquired, ME, 15.0, WALL + dt.timedelta(seconds=2)
+        )
         assert renewed.fencing_token == 7
         assert LeaseObject(renewed, 8).fencing_token == 7
         assert renewed.renew_time > renewed.acquire_time

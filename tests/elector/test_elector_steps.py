@@ -9,7 +9,6 @@ from collections.abc import Callable
 import pytest
 
 from mclease_core import (
-    Capabilities,
     ConfigurationError,
     ElectorCallbacks,
     FakeClock,
@@ -20,10 +19,38 @@ from mclease_core import (
     StorageUnavailableError,
 )
 from mclease_core.backends import MemoryStorage
+from mclease_core.plugin import Capabilities
 from tests.elector.conftest import TIMING
-from tests.support import FaultyStorage
+from tests.support import Fault, FaultyStorage
 
 MakeElector = Callable[..., LeaderElector]
+
+
+def recording_stops(make_elector: MakeElector) -> tuple[LeaderElector, list[str]]:
+    """Elector "a", and the reason of each term it ends, in order."""
+    stopped: list[str] = []
+    callbacks = ElectorCallbacks(on_stopped_leading=lambda term, why: stopped.append(why))
+    return make_elector("a", callbacks=callbacks), stopped
+
+
+def recording_terms(make_elector: MakeElector) -> tuple[LeaderElector, list[LeadershipTerm]]:
+    """Elector "a", and each term it starts, in order."""
+    terms: list[LeadershipTerm] = []
+    return make_elector("a", callbacks=ElectorCallbacks(on_started_leading=terms.append)), terms
+
+
+def lead_then_fault_the_next_renewal(
+    elector: LeaderElector, clock: FakeClock, store: FaultyStorage, fault: Fault
+) -> None:
+    """``elector`` takes the lease; a retry period later its renewal is due and meets ``fault``."""
+    elector.try_acquire_or_renew()
+    clock.advance(2.0)
+    store.fail_next["update"].append(fault)
+
+
+def assert_a_second_term_with_a_greater_token(terms: list[LeadershipTerm]) -> None:
+    assert len(terms) == 2
+    assert terms[1].fencing_token > terms[0].fencing_token
 
 
 class TestAcquireAndFollow:
@@ -130,10 +157,7 @@ class TestRenewDeadline:
     def test_leader_stops_when_renewals_fail_for_the_renew_deadline(
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
-        stopped: list[str] = []
-        a = make_elector(
-            "a", callbacks=ElectorCallbacks(on_stopped_leading=lambda t, why: stopped.append(why))
-        )
+        a, stopped = recording_stops(make_elector)
         a.try_acquire_or_renew()
         store.down = True
         clock.advance(2.0)
@@ -152,9 +176,7 @@ class TestRenewDeadline:
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
         a = make_elector("a")
-        a.try_acquire_or_renew()
-        clock.advance(2.0)
-        store.fail_next["update"].append(4.0)  # the renewal takes 4 s to answer
+        lead_then_fault_the_next_renewal(a, clock, store, 4.0)  # the renewal takes 4 s to answer
         sent = clock.monotonic()
         assert a.try_acquire_or_renew()
         term_deadline = sent + 6.0
@@ -166,48 +188,38 @@ class TestRenewDeadline:
     def test_a_renewal_answering_after_the_deadline_does_not_revive_the_term(
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
-        terms: list[LeadershipTerm] = []
-        a = make_elector("a", callbacks=ElectorCallbacks(on_started_leading=terms.append))
-        a.try_acquire_or_renew()
-        clock.advance(2.0)
-        store.fail_next["update"].append(7.0)  # slower than the 6 s renew deadline
+        a, terms = recording_terms(make_elector)
+        lead_then_fault_the_next_renewal(a, clock, store, 7.0)  # slower than the 6 s deadline
         assert not a.try_acquire_or_renew()
         a.check_deadline()
         assert not a.is_leader()
         clock.advance(2.0)
         assert a.try_acquire_or_renew()  # a new term, with a new token
-        assert len(terms) == 2
-        assert terms[1].fencing_token > terms[0].fencing_token
+        assert_a_second_term_with_a_greater_token(terms)
 
     def test_a_term_ended_by_the_watchdog_mid_renewal_stays_ended(
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
         """The renewal answers before its own deadline, but after the term's: no revival."""
-        terms: list[LeadershipTerm] = []
-        a = make_elector("a", callbacks=ElectorCallbacks(on_started_leading=terms.append))
-        a.try_acquire_or_renew()  # term deadline: t0 + 6
-        clock.advance(2.0)
+        a, terms = recording_terms(make_elector)
 
         def watchdog_fires_meanwhile() -> None:
             clock.advance(5.0)  # t0 + 7: past the term's deadline, before this write's (t0 + 8)
             a.check_deadline()
 
-        store.fail_next["update"].append(watchdog_fires_meanwhile)
+        # Term deadline: t0 + 6; the renewal is sent at t0 + 2.
+        lead_then_fault_the_next_renewal(a, clock, store, watchdog_fires_meanwhile)
         assert not a.try_acquire_or_renew()
         assert not a.is_leader()
         assert a.term is None
         clock.advance(0.5)
         assert a.try_acquire_or_renew()
-        assert len(terms) == 2
-        assert terms[1].fencing_token > terms[0].fencing_token
+        assert_a_second_term_with_a_greater_token(terms)
 
     def test_losing_the_record_to_another_holder_ends_the_term_at_once(
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
-        stopped: list[str] = []
-        a = make_elector(
-            "a", callbacks=ElectorCallbacks(on_stopped_leading=lambda t, why: stopped.append(why))
-        )
+        a, stopped = recording_stops(make_elector)
         a.try_acquire_or_renew()
         record = a.observed_record
         assert record is not None
@@ -246,9 +258,7 @@ class TestOutcomeUnknown:
         self, make_elector: MakeElector, clock: FakeClock, store: FaultyStorage
     ) -> None:
         a = make_elector("a")
-        a.try_acquire_or_renew()
-        clock.advance(2.0)
-        store.fail_next["update"].append("lost-response")
+        lead_then_fault_the_next_renewal(a, clock, store, "lost-response")
         assert a.try_acquire_or_renew()
         clock.advance(2.0)
         assert a.try_acquire_or_renew()  # and the cached version is the committed one
@@ -489,10 +499,7 @@ def test_a_term_past_its_deadline_is_never_revived_by_a_late_renewal(
     """Found in review: a controller replica paused past its renew deadline resumed, and its
     loop renewed from the cached version before the watchdog ran: the same term went on, so the
     replica neither exited nor noticed it had not been leading."""
-    stopped: list[str] = []
-    elector = make_elector(
-        "a", callbacks=ElectorCallbacks(on_stopped_leading=lambda term, why: stopped.append(why))
-    )
+    elector, stopped = recording_stops(make_elector)
     elector.step()
     first = elector.term
     assert first is not None

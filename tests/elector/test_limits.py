@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from mclease_core import CorruptRecordError, LeaseData, LeaseTiming, decode_lease_data
+from mclease_core import CorruptRecordError, LeaseData, LeaseTiming
 from mclease_core._limits import MAX_DURATION, identity_problem, printable
+from mclease_core.plugin import decode_lease_data
 from tests.support import raw_record
 
 WALL = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mclease_core import ConfigurationError, UnknownBackendError, load_backends, url_scheme
+from mclease_core import ConfigurationError, UnknownBackendError, load_backends
 from mclease_core._urls import (
     PASSWORD_ENV,
     USERNAME_ENV,
@@ -19,7 +19,8 @@ from mclease_core._urls import (
     url_options,
 )
 from mclease_core.backends import MemoryStorage, SQLiteStorage
-from tests.support import CANARY_PASSWORDS
+from mclease_core.plugin import url_scheme
+from mclease_dev.canaries import CANARY_PASSWORDS
 
 PW, WRONG, AWKWARD = CANARY_PASSWORDS
 AWKWARD_IN_URL = urllib.parse.quote(AWKWARD, safe="")

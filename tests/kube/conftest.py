@@ -1,43 +1,35 @@
-"""Fixtures for tests against real kube-apiservers; the machinery is in testbed.py.
+"""Fixtures for tests against real kube-apiservers; the machinery is :mod:`mclease_dev.kube`.
 
 Session-scoped control planes are started once and shared: ``kube_cluster`` (one cluster) and
 ``kube_clusters`` (two, "east" and "west", sharing nothing but the machine). Tests that change
 objects use the function-scoped ``namespace`` so they do not see each other's objects.
-Missing binaries make these fixtures FAIL (not skip) and say how to build them.
+``controller_running`` runs the real controller in-process (a thread, the in-memory store) for
+as long as a ``with`` block lasts, so each test or fixture decides what outlives it.
+Missing binaries make these fixtures FAIL (not skip) and say how to build them (``kube_assets``,
+in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from mcl_objects import CRD_FILE, CRD_NAME
-from testbed import (
-    AssetsMissingError,
+from mclease_core.backends import MemoryStorage
+from mclease_core.controller import Controller, ControllerConfig
+from mclease_dev.kube import (
     KubeAssets,
     KubeCluster,
     apply_manifest,
-    find_assets,
+    running_clusters,
     start_cluster,
-    start_clusters,
     wait_crd_established,
 )
-
-
-@pytest.fixture(scope="session")
-def kube_assets() -> KubeAssets:
-    """The kube-apiserver / etcd / kubectl binaries; fails the test when they are missing."""
-    try:
-        return find_assets()
-    except AssetsMissingError as exc:
-        pytest.fail(str(exc), pytrace=False)
+from mclease_dev.leases import CRD_FILE, CRD_NAME
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +49,10 @@ def kube_clusters(
     kube_assets: KubeAssets, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, KubeCluster]]:
     """Two independent clusters, ``{"east": ..., "west": ...}``."""
-    clusters = start_clusters(["east", "west"], tmp_path_factory.mktemp("kube-pair"), kube_assets)
-    try:
+    with running_clusters(
+        ["east", "west"], tmp_path_factory.mktemp("kube-pair"), kube_assets
+    ) as clusters:
         yield clusters
-    finally:
-        for cluster in clusters.values():
-            cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +69,39 @@ def namespace(kube_cluster: KubeCluster) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kube_cluster.ensure_namespace(name)
     return name
+
+
+RunningController = Callable[..., contextlib.AbstractContextManager[Controller]]
+
+
+@pytest.fixture
+def controller_running() -> RunningController:
+    """``with controller_running(api_client, namespaces, **config) as controller:`` runs a
+    controller for "east" (retry period 0.5 s, no metrics or health server, unless ``config``
+    says otherwise) on a fresh in-memory store, and stops it (``join_timeout``) on leaving."""
+
+    @contextlib.contextmanager
+    def run(
+        api_client: Any, namespaces: Sequence[str], *, join_timeout: float = 10, **config: Any
+    ) -> Iterator[Controller]:
+        settings: dict[str, Any] = {
+            "cluster": "east",
+            "retry_period": 0.5,
+            "metrics_address": None,
+            "health_address": None,
+            **config,
+        }
+        controller = Controller(
+            api_client,
+            MemoryStorage(uuid.uuid4().hex),
+            ControllerConfig(namespaces=list(namespaces), **settings),
+        )
+        thread = threading.Thread(target=controller.run, daemon=True)
+        thread.start()
+        try:
+            yield controller
+        finally:
+            controller.stop()
+            thread.join(join_timeout)
+
+    return run

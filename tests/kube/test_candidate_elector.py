@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from mclease_core import ElectorCallbacks, LeadershipTerm
-from mclease_core.backends import MemoryStorage
-from mclease_core.controller import Controller, ControllerConfig
+from mclease_core.controller import Controller
 from mclease_core.kube import (
     GROUP,
     PLURAL,
@@ -25,26 +24,18 @@ from mclease_core.kube import (
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
+# What the ``controller_running`` fixture (tests/kube/conftest.py) gives.
+RunningController = Callable[..., AbstractContextManager[Controller]]
+
 TIMING = {"lease_duration": 6, "renew_deadline": 2, "retry_period": 1}
 
 
 @pytest.fixture
-def controller(mcl_cluster: Any, namespace: str) -> Iterator[Controller]:
-    config = ControllerConfig(
-        cluster="east",
-        namespaces=[namespace],
-        retry_period=0.5,
-        metrics_address=None,
-        health_address=None,
-    )
-    running = Controller(mcl_cluster.api_client(), MemoryStorage(uuid.uuid4().hex), config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    try:
+def controller(
+    mcl_cluster: Any, namespace: str, controller_running: RunningController
+) -> Iterator[Controller]:
+    with controller_running(mcl_cluster.api_client(), [namespace]) as running:
         yield running
-    finally:
-        running.stop()
-        thread.join(10)
 
 
 class Recorder:
@@ -111,33 +102,26 @@ class TestFencingTokenOfATerm:
     restart, a replica failover) with a new token; the term kept its first one. The lock's
     confirmations are set by hand here: no API server is needed to test the elector's rule."""
 
-    def elector(self, recorder: Recorder) -> tuple[CandidateElector, MultiClusterLeaseLock]:
+    def confirmed_in_turn(self, *tokens: int) -> tuple[CandidateElector, Recorder]:
+        """An elector whose lock was confirmed with each of ``tokens`` in turn (each for a new
+        generation)."""
+        recorder = Recorder()
         lock = MultiClusterLeaseLock("job", "ns", "pod-a", **TIMING)
-        return CandidateElector(lock, callbacks=recorder.callbacks()), lock
-
-    def confirm(self, lock: MultiClusterLeaseLock, token: int) -> None:
-        generation = lock.last_confirmation.generation + 1 if lock.last_confirmation else 1
-        lock.last_confirmation = Confirmation(generation, token, time.monotonic())
+        elector = CandidateElector(lock, callbacks=recorder.callbacks())
+        for generation, token in enumerate(tokens, start=1):
+            lock.last_confirmation = Confirmation(generation, token, time.monotonic())
+            elector._confirmed()
+        return elector, recorder
 
     def test_a_new_token_mid_term_is_adopted(self) -> None:
-        recorder = Recorder()
-        elector, lock = self.elector(recorder)
-        self.confirm(lock, 5)
-        elector._confirmed()
-        self.confirm(lock, 9)
-        elector._confirmed()
+        elector, recorder = self.confirmed_in_turn(5, 9)
         assert elector.term is not None
         assert elector.term.fencing_token == 9
         assert [term.fencing_token for term in recorder.started] == [5]
         assert recorder.stopped == []
 
     def test_a_token_going_down_ends_the_term(self) -> None:
-        recorder = Recorder()
-        elector, lock = self.elector(recorder)
-        self.confirm(lock, 9)
-        elector._confirmed()
-        self.confirm(lock, 5)
-        elector._confirmed()
+        elector, recorder = self.confirmed_in_turn(9, 5)
         assert elector.term is None
         assert recorder.stopped
         assert "went down" in recorder.stopped[0]

@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import platform
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from mcl_objects import GROUP, KIND, PLURAL, VERSION, Leases, lease_body
 from prometheus_client.parser import text_string_to_metric_families
 
 from mclease_core import ElectorCallbacks, FakeClock, LeaseTiming, __version__
 from mclease_core.backends import MemoryStorage
 from mclease_core.conformance import sample_lease_data
-from mclease_core.controller import Action, Controller, ControllerConfig, Reconciler
+from mclease_core.controller import Controller, ReconcileAction, Reconciler
 from mclease_core.kube import CandidateElector, MultiClusterLeaseLock
-from mclease_core.testing import free_port
+from mclease_core.testing import free_port, wait_until
+from mclease_dev.leases import GROUP, KIND, PLURAL, VERSION, Leases, lease_body
 from tests.support import FaultyStorage
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+# What the ``controller_running`` fixture (tests/kube/conftest.py) gives.
+RunningController = Callable[..., AbstractContextManager[Controller]]
 
 TIMING = {"lease_duration": 6, "renew_deadline": 2, "retry_period": 1}
 WORKERS = 2
@@ -40,13 +43,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return wait_until(condition, timeout=timeout, message=what)
 
 
 class Scraper:
@@ -72,27 +69,21 @@ class Scraper:
 
 
 @pytest.fixture
-def running(mcl_cluster: Any, namespace: str) -> Iterator[tuple[Controller, Scraper]]:
+def running(
+    mcl_cluster: Any, namespace: str, controller_running: RunningController
+) -> Iterator[tuple[Controller, Scraper]]:
     port = free_port()
-    config = ControllerConfig(
-        cluster="east",
-        namespaces=[namespace],
-        retry_period=0.5,
+    with controller_running(
+        mcl_cluster.api_client(),
+        [namespace],
+        join_timeout=15,
         workers=WORKERS,
         metrics_address=("127.0.0.1", port),
-        health_address=None,
         leader_elect=True,
         leader_elect_namespace=namespace,
         leader_elect_timing=LeaseTiming(3, 2, 0.5),
-    )
-    controller = Controller(mcl_cluster.api_client(), MemoryStorage(uuid.uuid4().hex), config)
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
-    try:
+    ) as controller:
         yield controller, Scraper(port)
-    finally:
-        controller.stop()
-        thread.join(15)
 
 
 def test_metrics_events_and_series_of_a_deleted_lease(
@@ -234,15 +225,15 @@ class Stepper:
         self.clock.advance(1.0)
         self.leases.patch("job", {"spec": {"renewTime": f"2026-11-26T12:00:{self.signals:02d}Z"}})
 
-    def reconcile(self) -> Action:
+    def reconcile(self) -> ReconcileAction:
         result = self.reconciler.reconcile(self.namespace, "job")
         assert result.plan is not None
         return result.plan.action
 
     def lead(self) -> None:
-        assert self.reconcile() is Action.WAIT
+        assert self.reconcile() is ReconcileAction.WAIT
         self.signal()
-        assert self.reconcile() is Action.CONTEND
+        assert self.reconcile() is ReconcileAction.CONTEND
         assert self.leases.get("job")["status"]["globalHolderIdentity"] == "pod-a"
 
 
@@ -257,12 +248,12 @@ def test_a_store_outage_is_one_warning_and_its_end_one_normal(stepper: Stepper) 
     stepper.store.down = True
     for _ in range(3):
         stepper.signal()
-        assert stepper.reconcile() is Action.CONTEND
+        assert stepper.reconcile() is ReconcileAction.CONTEND
     assert stepper.events.of("BackendError") == ["Warning"]
     assert stepper.events.of("BackendHealthy") == []
     stepper.store.down = False
     stepper.signal()
-    assert stepper.reconcile() is Action.CONTEND
+    assert stepper.reconcile() is ReconcileAction.CONTEND
     assert stepper.events.of("BackendHealthy") == ["Normal"]
     assert stepper.leases.get("job")["status"]["globalHolderIdentity"] == "pod-a"
 
@@ -273,7 +264,7 @@ def test_a_lease_taken_by_another_cluster_is_a_warning(stepper: Stepper) -> None
     west = sample_lease_data("pod-x", holder_cluster="west", lease_duration_seconds=6.0)
     stepper.store.inner.update(stepper.key, west, version=record.version)
     stepper.signal()
-    assert stepper.reconcile() is Action.CONTEND
+    assert stepper.reconcile() is ReconcileAction.CONTEND
     assert stepper.leases.get("job")["status"]["globalHolderIdentity"] == "west/pod-x"
     assert stepper.events.of("LeadershipLost") == ["Warning"]
     assert stepper.events.of("LeaderChanged") == ["Normal"], "only the first leader's"
@@ -282,6 +273,6 @@ def test_a_lease_taken_by_another_cluster_is_a_warning(stepper: Stepper) -> None
 def test_a_release_is_normal_and_no_loss(stepper: Stepper) -> None:
     stepper.lead()
     stepper.clock.advance(TIMING["lease_duration"] + 1)  # pod-a went silent
-    assert stepper.reconcile() is Action.RELEASE
+    assert stepper.reconcile() is ReconcileAction.RELEASE
     assert stepper.events.of("Released") == ["Normal"]
     assert stepper.events.of("LeadershipLost") == []

@@ -5,88 +5,50 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from mclease_core.testing import free_port
+from mclease_core.testing import wait_until
+from mclease_dev import multicluster
+from mclease_dev.kube import KubeCluster
+from mclease_dev.processes import http_get
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
 
-class ControllerProcess:
-    def __init__(self, cluster: Any, workdir: Path, namespace: str, name: str):
-        self.metrics_port, self.health_port = free_port(), free_port()
-        self.log = (workdir / f"{name}.log").open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mclease_core._cli",
-                "controller",
-                "--cluster-name",
-                "east",
-                "--storage",
-                f"sqlite://{workdir / 'global.db'}",
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "--namespace",
-                namespace,
-                "--retry-period",
-                "0.5",
-                "--metrics-bind-address",
-                f"127.0.0.1:{self.metrics_port}",
-                "--health-probe-bind-address",
-                f"127.0.0.1:{self.health_port}",
-                "--leader-elect",
-                "--leader-elect-namespace",
-                namespace,
-                "--leader-elect-lease-duration",
-                "3",
-                "--leader-elect-renew-deadline",
-                "2",
-                "--leader-elect-retry-period",
-                "0.5",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+class ControllerProcess(multicluster.ControllerProcess):
+    """One replica, as the cluster's admin, with replica election and ``/metrics`` served."""
 
-    def get(self, port: int, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, ""
-        except OSError:
-            return 0, ""
+    def __init__(self, cluster: KubeCluster, workdir: Path, namespace: str, name: str):
+        site = multicluster.Site(cluster, namespace, cluster.kubeconfig, cluster.kubeconfig)
+        election = [
+            *("--leader-elect", "--leader-elect-namespace", namespace),
+            *("--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline", "2"),
+            *("--leader-elect-retry-period", "0.5"),
+        ]
+        storage = f"sqlite://{workdir / 'global.db'}"
+        super().__init__(site, storage, workdir, tag=f"-{name}", metrics=True, extra_args=election)
+        self.start()
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.popen is not None
+        return self.popen
+
+    def get(self, port: int | None, path: str) -> tuple[int, str]:
+        assert port is not None
+        return http_get(port, path)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.terminate()
 
 
-def wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_until(condition, timeout=timeout, message=what)
 
 
 def active_identity(cluster: Any, namespace: str) -> str:

@@ -7,22 +7,24 @@ balancer forgetting it) blinded the controller forever while ``/healthz`` said o
 from __future__ import annotations
 
 import copy
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from netproxy import TcpProxy
 
-from mclease_core.backends import MemoryStorage
-from mclease_core.controller import Controller, ControllerConfig
+from mclease_core.controller import Controller
 from mclease_core.controller._manager import watch_grace
 from mclease_core.kube import GROUP, PLURAL, VERSION
+from mclease_dev.netproxy import TcpProxy
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
+
+# What the ``controller_running`` fixture (tests/kube/conftest.py) gives.
+RunningController = Callable[..., AbstractContextManager[Controller]]
 
 WATCH_TIMEOUT = 2.0
 
@@ -36,32 +38,42 @@ def wait_until(predicate: Any, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def create_lease(api: k8s.CustomObjectsApi, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MultiClusterLease",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "holderIdentity": "pod-a",
+            "leaseDurationSeconds": 6,
+            "renewDeadlineSeconds": 2,
+            "retryPeriodSeconds": 1,
+        },
+    }
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def confirmed_for_pod_a(api: k8s.CustomObjectsApi, namespace: str, name: str) -> bool:
+    obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return bool((obj.get("status") or {}).get("globalHolderIdentity") == "pod-a")
+
+
 @pytest.fixture
-def proxied(mcl_cluster: Any, namespace: str) -> Iterator[tuple[Controller, TcpProxy]]:
+def proxied(
+    mcl_cluster: Any, namespace: str, controller_running: RunningController
+) -> Iterator[tuple[Controller, TcpProxy]]:
     host, port = mcl_cluster.url.removeprefix("https://").rsplit(":", 1)
     with TcpProxy(host, int(port)) as proxy:
         configuration = copy.deepcopy(mcl_cluster.api_client().configuration)
         configuration.host = f"https://127.0.0.1:{proxy.port}"
-        config = ControllerConfig(
-            cluster="east",
-            namespaces=[namespace],
-            retry_period=0.5,
-            metrics_address=None,
-            health_address=None,
-            watch_timeout=WATCH_TIMEOUT,
-        )
-        controller = Controller(
-            k8s.ApiClient(configuration), MemoryStorage(uuid.uuid4().hex), config
-        )
-        thread = threading.Thread(target=controller.run, daemon=True)
-        thread.start()
-        try:
-            wait_until(controller.ready, 20, "ready")
-            yield controller, proxy
-        finally:
-            proxy.mode = "pass"
-            controller.stop()
-            thread.join(10)
+        with controller_running(
+            k8s.ApiClient(configuration), [namespace], watch_timeout=WATCH_TIMEOUT
+        ) as controller:
+            try:
+                wait_until(controller.ready, 20, "ready")
+                yield controller, proxy
+            finally:
+                proxy.mode = "pass"
 
 
 def test_a_silently_dropped_watch_fails_health_and_is_re_established(
@@ -76,61 +88,31 @@ def test_a_silently_dropped_watch_fails_health_and_is_re_established(
     proxy.mode = "pass"
     wait_until(controller.healthy, 30, "healthy again")
     api = k8s.CustomObjectsApi(mcl_cluster.api_client())
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MultiClusterLease",
-        "metadata": {"name": "after", "namespace": namespace},
-        "spec": {
-            "holderIdentity": "pod-a",
-            "leaseDurationSeconds": 6,
-            "renewDeadlineSeconds": 2,
-            "retryPeriodSeconds": 1,
-        },
-    }
-    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-    def confirmed() -> bool:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "after")
-        return bool((obj.get("status") or {}).get("globalHolderIdentity") == "pod-a")
-
-    wait_until(confirmed, 10, "the create after the outage confirmed through the new watch")
+    create_lease(api, namespace, "after")
+    wait_until(
+        lambda: confirmed_for_pod_a(api, namespace, "after"),
+        10,
+        "the create after the outage confirmed through the new watch",
+    )
 
 
-def test_two_namespaces_are_both_watched(mcl_cluster: Any) -> None:
+def test_two_namespaces_are_both_watched(
+    mcl_cluster: Any, controller_running: RunningController
+) -> None:
     """--namespace a --namespace b watched only a: the first watch never returned."""
     names = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     for name in names:
         mcl_cluster.ensure_namespace(name)
-    config = ControllerConfig(
-        cluster="east",
-        namespaces=names,
-        retry_period=0.5,
-        metrics_address=None,
-        health_address=None,
-        watch_timeout=WATCH_TIMEOUT,
-    )
-    controller = Controller(mcl_cluster.api_client(), MemoryStorage(uuid.uuid4().hex), config)
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
     api = k8s.CustomObjectsApi(mcl_cluster.api_client())
-    try:
+    with controller_running(
+        mcl_cluster.api_client(), names, watch_timeout=WATCH_TIMEOUT
+    ) as controller:
         wait_until(controller.ready, 20, "ready")
         for name in names:
-            body = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "MultiClusterLease",
-                "metadata": {"name": "job", "namespace": name},
-                "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 6,
-                         "renewDeadlineSeconds": 2, "retryPeriodSeconds": 1},
-            }  # fmt: skip
-            api.create_namespaced_custom_object(GROUP, VERSION, name, PLURAL, body)
+            create_lease(api, name, "job")
         for name in names:
-
-            def confirmed(name: str = name) -> bool:
-                obj = api.get_namespaced_custom_object(GROUP, VERSION, name, PLURAL, "job")
-                return bool((obj.get("status") or {}).get("globalHolderIdentity") == "pod-a")
-
-            wait_until(confirmed, 10, f"the lease in {name} confirmed")
-    finally:
-        controller.stop()
-        thread.join(10)
+            wait_until(
+                lambda name=name: confirmed_for_pod_a(api, name, "job"),
+                10,
+                f"the lease in {name} confirmed",
+            )

@@ -23,10 +23,10 @@ from kubernetes.client.exceptions import ApiException
 from mclease_core import FakeClock
 from mclease_core._limits import identity_problem
 from mclease_core.backends import MemoryStorage
-from mclease_core.controller import Action, Reconciler
+from mclease_core.controller import ReconcileAction, Reconciler
 from mclease_core.controller._reconciler import StaleCopy
 from mclease_core.kube import GROUP, PLURAL, VERSION
-from tests.support import FaultyStorage, raw_record
+from tests.support import FaultyStorage, put_raw_record, raw_record
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -123,7 +123,7 @@ class Bed:
             GROUP, VERSION, self.namespace, PLURAL, "healthy", obj
         )
 
-    def reconcile(self, name: str, obj: dict[str, Any] | None = None) -> Action | None:
+    def reconcile(self, name: str, obj: dict[str, Any] | None = None) -> ReconcileAction | None:
         for _ in range(3):
             try:
                 result = self.reconciler.reconcile(self.namespace, name, obj)
@@ -153,7 +153,7 @@ def test_hostile_specs_and_records_never_crash_confirm_or_block(
 ) -> None:
     name = f"h-{uuid.uuid4().hex[:8]}"
     key = f"{bed.namespace}/{name}"
-    bed.store.inner.put_raw(key, raw_record(**values))  # type: ignore[attr-defined]
+    put_raw_record(bed.store.inner, key, raw_record(**values))
     try:
         created = bed.create(name, spec)
     except ApiException as exc:
@@ -181,7 +181,7 @@ def test_hostile_specs_and_records_never_crash_confirm_or_block(
         assert "\u202e" not in message
 
     bed.signal_healthy()
-    assert bed.reconcile("healthy") is Action.CONTEND
+    assert bed.reconcile("healthy") is ReconcileAction.CONTEND
     assert (bed.get("healthy").get("status") or {}).get("globalHolderIdentity") == "pod-a"
 
     bed.api.delete_namespaced_custom_object(GROUP, VERSION, bed.namespace, PLURAL, name)

@@ -7,8 +7,9 @@ import base64
 import pytest
 import yaml
 from kubernetes import client as k8s
-from mcl_objects import CRD_FILE, CRD_NAME, Leases, lease_body
-from testbed import KubeCluster, apply_manifest, wait_crd_established
+
+from mclease_dev.kube import KubeCluster, apply_manifest, wait_crd_established
+from mclease_dev.leases import CRD_FILE, CRD_NAME, Leases, lease_body
 
 pytestmark = pytest.mark.kube
 

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
-from mcl_objects import CRD_FILE, CRD_NAME, Leases, error_body, lease_body, micro_time
-from testbed import KubeCluster, wait_crd_established
+
+from mclease_dev.kube import KubeCluster, wait_crd_established
+from mclease_dev.leases import CRD_FILE, CRD_NAME, Leases, error_body, lease_body, micro_time
 
 pytestmark = pytest.mark.kube
 
@@ -67,6 +68,16 @@ def test_crd_is_established_with_names(mcl_cluster: KubeCluster) -> None:
     assert crd.spec.versions[0].subresources.status is not None
 
 
+def _condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-11-26T10:00:00Z",
+    }
+
+
 def test_valid_lease_round_trips(mcl_cluster: KubeCluster, namespace: str) -> None:
     leases = Leases(mcl_cluster.api_client(), namespace)
     renew = micro_time()
@@ -82,151 +93,97 @@ def test_valid_lease_round_trips(mcl_cluster: KubeCluster, namespace: str) -> No
         "globalLeaseTransitions": 0,
         "fencingToken": 7,
         "conditions": [
-            {
-                "type": "BackendHealthy",
-                "status": "True",
-                "reason": "StoreReachable",
-                "message": "",
-                "lastTransitionTime": "2026-11-26T10:00:00Z",
-            },
-            {
-                "type": "LockAcquiredInBackend",
-                "status": "True",
-                "reason": "Acquired",
-                "message": "held by pod-a_1234",
-                "lastTransitionTime": "2026-11-26T10:00:00Z",
-            },
+            _condition("BackendHealthy", "True", "StoreReachable"),
+            _condition("LockAcquiredInBackend", "True", "Acquired", "held by pod-a_1234"),
         ],
     }
     patched = leases.patch_status("ok", status)
     assert patched["status"] == status
 
 
-# (what the object gets, what the server's message must contain)
-SPEC_VIOLATIONS = [
-    pytest.param(
-        {"leaseDurationSeconds": 0},
-        ["spec.leaseDurationSeconds", "should be greater than or equal to 1"],
-        id="lease-duration-below-1",
+# A row: case id -> (the one field the object gets, its value, what the server's message must
+# say besides naming "<spec|status>.<field>").
+Violations = dict[str, tuple[str, Any, str]]
+_AT_LEAST = "should be greater than or equal to"
+
+SPEC_VIOLATIONS: Violations = {
+    "lease-duration-below-1": ("leaseDurationSeconds", 0, f"{_AT_LEAST} 1"),
+    "negative-retry-period": ("retryPeriodSeconds", -1, f"{_AT_LEAST} 0"),
+    "renew-time-not-rfc3339": ("renewTime", "yesterday", "date-time"),
+    "holder-identity-too-long": ("holderIdentity", "x" * 1025, "1024"),
+    "renew-deadline-not-integer": (
+        "renewDeadlineSeconds",
+        "10",
+        'must be of type integer: "string"',
     ),
-    pytest.param(
-        {"retryPeriodSeconds": -1},
-        ["spec.retryPeriodSeconds", "should be greater than or equal to 0"],
-        id="negative-retry-period",
-    ),
-    pytest.param(
-        {"renewTime": "yesterday"},
-        ["spec.renewTime", "date-time"],
-        id="renew-time-not-rfc3339",
-    ),
-    pytest.param(
-        {"holderIdentity": "x" * 1025},
-        ["spec.holderIdentity", "1024"],
-        id="holder-identity-too-long",
-    ),
-    pytest.param(
-        {"renewDeadlineSeconds": "10"},
-        ["spec.renewDeadlineSeconds", 'must be of type integer: "string"'],
-        id="renew-deadline-not-integer",
-    ),
-    pytest.param(
-        {"leaseDurationSeconds": 2**31},
-        ["spec.leaseDurationSeconds", "must be of type integer with format int32"],
-        id="lease-duration-overflows-int32",
+    "lease-duration-overflows-int32": (
+        "leaseDurationSeconds",
+        2**31,
+        "must be of type integer with format int32",
     ),
     # Issue 8 items 5, 17, 18: identities another cluster's holder could be mistaken for, or
     # that forge log lines; durations that make an object undeletable for years.
-    pytest.param(
-        {"holderIdentity": "east/app-0"},
-        ["spec.holderIdentity", "should match"],
-        id="holder-identity-with-slash",
-    ),
-    *(
-        pytest.param(
-            {"holderIdentity": f"app{char}0"},
-            ["spec.holderIdentity", "should match"],
-            id=f"holder-identity-with-U+{ord(char):04X}",
-        )
+    "holder-identity-with-slash": ("holderIdentity", "east/app-0", "should match"),
+    **{
+        f"holder-identity-with-U+{ord(char):04X}": ("holderIdentity", f"app{char}0", "should match")
         for char in ("\n", "\x00", "\t", "\u200f", "\u202e", "\u2028")
-    ),
-    *(
-        pytest.param(
-            {field: 3601},
-            [f"spec.{field}", "should be less than or equal to 3600"],
-            id=f"{field}-above-an-hour",
-        )
+    },
+    **{
+        f"{field}-above-an-hour": (field, 3601, "should be less than or equal to 3600")
         for field in ("leaseDurationSeconds", "renewDeadlineSeconds", "retryPeriodSeconds")
+    },
+}
+
+STATUS_VIOLATIONS: Violations = {
+    "negative-fencing-token": ("fencingToken", -1, f"{_AT_LEAST} 0"),
+    "negative-observed-generation": ("observedGeneration", -2, f"{_AT_LEAST} 0"),
+    "cluster-name-too-long": ("globalHolderCluster", "c" * 254, "253"),
+    "global-renew-time-not-rfc3339": ("globalRenewTime", "soon", "date-time"),
+    "condition-status-not-enum": (
+        "conditions",
+        [_condition("BackendHealthy", "Maybe", "X")],
+        'status.conditions[0].status: Unsupported value: "Maybe"',
     ),
-]
+    "condition-missing-reason": (
+        "conditions",
+        [{"type": "BackendHealthy", "status": "True"}],
+        "status.conditions[0].reason: Required value",
+    ),
+}
 
 
-@pytest.mark.parametrize(("spec", "expected"), SPEC_VIOLATIONS)
-def test_server_rejects_invalid_spec(
-    mcl_cluster: KubeCluster, namespace: str, spec: dict[str, Any], expected: list[str]
-) -> None:
-    leases = Leases(mcl_cluster.api_client(), namespace)
-    with pytest.raises(ApiException) as excinfo:
-        leases.create(lease_body("bad", **spec))
+def _cases(violations: Violations) -> list[Any]:
+    return [
+        pytest.param(field, value, message, id=case_id)
+        for case_id, (field, value, message) in violations.items()
+    ]
+
+
+def _assert_rejected(excinfo: pytest.ExceptionInfo[ApiException], *fragments: str) -> None:
     assert excinfo.value.status == 422
-    for fragment in expected:
+    for fragment in fragments:
         assert fragment in error_body(excinfo.value)
 
 
-STATUS_VIOLATIONS = [
-    pytest.param(
-        {"fencingToken": -1},
-        ["status.fencingToken", "should be greater than or equal to 0"],
-        id="negative-fencing-token",
-    ),
-    pytest.param(
-        {"observedGeneration": -2},
-        ["status.observedGeneration", "should be greater than or equal to 0"],
-        id="negative-observed-generation",
-    ),
-    pytest.param(
-        {"globalHolderCluster": "c" * 254},
-        ["status.globalHolderCluster", "253"],
-        id="cluster-name-too-long",
-    ),
-    pytest.param(
-        {"globalRenewTime": "soon"},
-        ["status.globalRenewTime", "date-time"],
-        id="global-renew-time-not-rfc3339",
-    ),
-    pytest.param(
-        {
-            "conditions": [
-                {
-                    "type": "BackendHealthy",
-                    "status": "Maybe",
-                    "reason": "X",
-                    "message": "",
-                    "lastTransitionTime": "2026-11-26T10:00:00Z",
-                }
-            ]
-        },
-        ["status.conditions[0].status", 'Unsupported value: "Maybe"'],
-        id="condition-status-not-enum",
-    ),
-    pytest.param(
-        {"conditions": [{"type": "BackendHealthy", "status": "True"}]},
-        ["status.conditions[0].reason", "Required value"],
-        id="condition-missing-reason",
-    ),
-]
+@pytest.mark.parametrize(("field", "value", "message"), _cases(SPEC_VIOLATIONS))
+def test_server_rejects_invalid_spec(
+    mcl_cluster: KubeCluster, namespace: str, field: str, value: Any, message: str
+) -> None:
+    leases = Leases(mcl_cluster.api_client(), namespace)
+    with pytest.raises(ApiException) as excinfo:
+        leases.create(lease_body("bad", **{field: value}))
+    _assert_rejected(excinfo, f"spec.{field}", message)
 
 
-@pytest.mark.parametrize(("status", "expected"), STATUS_VIOLATIONS)
+@pytest.mark.parametrize(("field", "value", "message"), _cases(STATUS_VIOLATIONS))
 def test_server_rejects_invalid_status(
-    mcl_cluster: KubeCluster, namespace: str, status: dict[str, Any], expected: list[str]
+    mcl_cluster: KubeCluster, namespace: str, field: str, value: Any, message: str
 ) -> None:
     leases = Leases(mcl_cluster.api_client(), namespace)
     leases.create(lease_body("lease"))
     with pytest.raises(ApiException) as excinfo:
-        leases.patch_status("lease", status)
-    assert excinfo.value.status == 422
-    for fragment in expected:
-        assert fragment in error_body(excinfo.value)
+        leases.patch_status("lease", {field: value})
+    _assert_rejected(excinfo, f"status.{field}", message)
 
 
 def test_unknown_fields_are_rejected_under_strict_validation(

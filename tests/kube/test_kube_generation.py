@@ -7,8 +7,9 @@ so spec writes must bump the generation and status writes must not.
 from __future__ import annotations
 
 import pytest
-from mcl_objects import Leases, lease_body, micro_time
-from testbed import KubeCluster
+
+from mclease_dev.kube import KubeCluster
+from mclease_dev.leases import Leases, lease_body, micro_time
 
 pytestmark = pytest.mark.kube
 

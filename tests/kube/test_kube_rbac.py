@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from mcl_objects import GROUP, PLURAL, VERSION, Leases, error_body, lease_body, micro_time
-from testbed import REPO_ROOT, KubeCluster
+
+from mclease_dev.kube import REPO_ROOT, KubeCluster
+from mclease_dev.leases import GROUP, PLURAL, VERSION, Leases, error_body, lease_body, micro_time
 
 pytestmark = pytest.mark.kube
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from testbed import (
+
+from mclease_dev.kube import (
     AssetsMissingError,
     ClusterStartError,
     KubeAssets,
     find_assets,
     start_cluster,
 )
+from mclease_dev.processes import pid_exists
 
 pytestmark = pytest.mark.kube
 
@@ -40,22 +41,14 @@ def test_a_failing_apiserver_reports_its_log(kube_assets: KubeAssets, tmp_path: 
     assert "boom: cannot start" in message
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_stop_leaves_no_process(kube_assets: KubeAssets, tmp_path: Path) -> None:
     cluster = start_cluster("short-lived", tmp_path / "cluster", kube_assets)
     pids = cluster.pids
     assert len(pids) == 2
-    assert all(_alive(pid) for pid in pids)
+    assert all(pid_exists(pid) for pid in pids)
     assert cluster.readyz()
     cluster.stop()
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(pid_exists(pid) for pid in pids)
     assert not cluster.running
     cluster.stop()  # idempotent
 
@@ -71,4 +64,4 @@ def test_context_manager_stops_on_error(kube_assets: KubeAssets, tmp_path: Path)
     with pytest.raises(RuntimeError, match="test failed"):
         failing_test()
     assert len(pids) == 2
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(pid_exists(pid) for pid in pids)

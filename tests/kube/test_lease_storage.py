@@ -17,8 +17,6 @@ pytestmark = pytest.mark.kube
 
 
 class LeaseHarness(StorageHarness):
-    unavailable_within = 5.0
-
     def __init__(self, cluster: Any):
         self.cluster = cluster
 

@@ -1,6 +1,6 @@
 """``MultiClusterLeaseLock`` against a real API server, with the controller's part played by hand.
 
-These pin down the confirmation rules (docs/safety.md, rules 3 and 4): a status confirms a signal
+These pin down the confirmation rules (docs/safety.md, rules 8 and 9): a status confirms a signal
 only if it has processed that signal's generation and names this candidate, and only within the
 call bound. The real controller is exercised in tests/e2e.
 """
@@ -25,36 +25,61 @@ pytestmark = pytest.mark.kube
 TIMING = {"lease_duration": 6, "renew_deadline": 2, "retry_period": 1}
 
 
-def make_lock(cluster: Any, namespace: str, identity: str = "pod-a") -> MultiClusterLeaseLock:
+def make_lock(
+    cluster: Any, namespace: str, identity: str = "pod-a", **options: Any
+) -> MultiClusterLeaseLock:
     return MultiClusterLeaseLock(
-        "job", namespace, identity, api_client=cluster.api_client(), **TIMING
+        "job", namespace, identity, api_client=cluster.api_client(), **TIMING, **options
     )
 
 
-def set_status(cluster: Any, namespace: str, **status: Any) -> None:
-    k8s.CustomObjectsApi(cluster.api_client()).patch_namespaced_custom_object_status(
+def merge_patch(
+    cluster: Any, namespace: str, patch: dict[str, Any], *, status_subresource: bool = False
+) -> None:
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    send = (
+        api.patch_namespaced_custom_object_status
+        if status_subresource
+        else api.patch_namespaced_custom_object
+    )
+    send(
         GROUP,
         VERSION,
         namespace,
         PLURAL,
         "job",
-        {"status": status},
+        patch,
         _content_type="application/merge-patch+json",
     )
 
 
+def set_status(cluster: Any, namespace: str, **status: Any) -> None:
+    merge_patch(cluster, namespace, {"status": status}, status_subresource=True)
+
+
+def read_job(cluster: Any, namespace: str) -> dict[str, Any]:
+    api = k8s.CustomObjectsApi(cluster.api_client())
+    job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "job")
+    assert isinstance(job, dict)
+    return job
+
+
 def generation(cluster: Any, namespace: str) -> int:
-    obj = k8s.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "job"
-    )
-    return int(obj["metadata"]["generation"])
+    return int(read_job(cluster, namespace)["metadata"]["generation"])
+
+
+def assert_refused_within(seconds: float, call: Callable[[], bool], why: str = "") -> None:
+    """``call()`` answers False, and no later than ``seconds`` after it started."""
+    started = time.monotonic()
+    assert call() is False
+    assert time.monotonic() - started < seconds, why
 
 
 def confirm_when_signalled(
-    cluster: Any, namespace: str, status_for: Callable[[int], dict[str, Any]], delay: float = 0.0
+    cluster: Any, namespace: str, holder: str, *, delay: float = 0.0, **more_status: Any
 ) -> threading.Thread:
-    """Play the controller once: wait for a new generation, then (after ``delay``) write the
-    status ``status_for(generation)``."""
+    """Play the controller once: wait for a new generation, then (after ``delay``) write a
+    status that has observed it and names ``holder`` (plus ``more_status``)."""
     start = generation(cluster, namespace)
 
     def controller() -> None:
@@ -63,7 +88,13 @@ def confirm_when_signalled(
             current = generation(cluster, namespace)
             if current > start:
                 time.sleep(delay)
-                set_status(cluster, namespace, **status_for(current))
+                set_status(
+                    cluster,
+                    namespace,
+                    observedGeneration=current,
+                    globalHolderIdentity=holder,
+                    **more_status,
+                )
                 return
             time.sleep(0.01)
 
@@ -89,20 +120,14 @@ def lease(mcl_cluster: Any, namespace: str) -> MultiClusterLeaseLock:
 
 def test_a_create_nobody_confirms_fails_within_the_bound(mcl_cluster: Any, namespace: str) -> None:
     lock = make_lock(mcl_cluster, namespace)
-    started = time.monotonic()
-    assert lock.create("job", namespace, None) is False
-    assert time.monotonic() - started < lock.call_bound + 0.5
+    assert_refused_within(lock.call_bound + 0.5, lambda: lock.create("job", namespace, None))
 
 
 def test_a_signal_confirmed_in_time_succeeds_with_the_fencing_token(
     mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
 ) -> None:
     assert lease.get("job", namespace)[0]
-    confirm_when_signalled(
-        mcl_cluster,
-        namespace,
-        lambda g: {"observedGeneration": g, "globalHolderIdentity": "pod-a", "fencingToken": 42},
-    )
+    confirm_when_signalled(mcl_cluster, namespace, "pod-a", fencingToken=42)
     assert lease.update("job", namespace, None)
     assert lease.last_confirmation is not None
     assert lease.last_confirmation.fencing_token == 42
@@ -114,25 +139,15 @@ def test_a_stale_status_naming_the_candidate_never_confirms(
     old = generation(mcl_cluster, namespace)
     set_status(mcl_cluster, namespace, observedGeneration=old, globalHolderIdentity="pod-a")
     assert lease.get("job", namespace)[0]
-    started = time.monotonic()
-    assert lease.update("job", namespace, None) is False
-    assert time.monotonic() - started < lease.call_bound + 0.5
+    assert_refused_within(lease.call_bound + 0.5, lambda: lease.update("job", namespace, None))
 
 
 def test_a_qualified_holder_with_our_name_never_confirms(
     mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
 ) -> None:
-    """Rule 5: another cluster's pod-a (or ours, not renewed) is written cluster/identity."""
+    """Rule 12: another cluster's pod-a (or ours, not renewed) is written cluster/identity."""
     assert lease.get("job", namespace)[0]
-    confirm_when_signalled(
-        mcl_cluster,
-        namespace,
-        lambda g: {
-            "observedGeneration": g,
-            "globalHolderIdentity": "west/pod-a",
-            "globalHolderCluster": "west",
-        },
-    )
+    confirm_when_signalled(mcl_cluster, namespace, "west/pod-a", globalHolderCluster="west")
     assert lease.update("job", namespace, None) is False
 
 
@@ -140,15 +155,8 @@ def test_a_confirmation_after_the_call_bound_is_refused(
     mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
 ) -> None:
     assert lease.get("job", namespace)[0]
-    writer = confirm_when_signalled(
-        mcl_cluster,
-        namespace,
-        lambda g: {"observedGeneration": g, "globalHolderIdentity": "pod-a"},
-        delay=lease.call_bound + 0.2,
-    )
-    started = time.monotonic()
-    assert lease.update("job", namespace, None) is False
-    assert time.monotonic() - started < lease.call_bound + 0.5
+    writer = confirm_when_signalled(mcl_cluster, namespace, "pod-a", delay=lease.call_bound + 0.2)
+    assert_refused_within(lease.call_bound + 0.5, lambda: lease.update("job", namespace, None))
     writer.join(5)
 
 
@@ -160,13 +168,12 @@ def test_only_one_local_candidate_can_write_the_spec(
     assert other.get("job", namespace)[0]
     first = lease.update("job", namespace, None)  # writes; unconfirmed, so False, but it wrote
     assert first is False
-    started = time.monotonic()
-    assert other.update("job", namespace, None) is False  # 409: its read is out of date
-    assert time.monotonic() - started < 0.3, "a lost local election must not wait for confirmation"
-    obj = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "job"
+    assert_refused_within(  # 409: its read is out of date
+        0.3,
+        lambda: other.update("job", namespace, None),
+        "a lost local election must not wait for confirmation",
     )
-    assert obj["spec"]["holderIdentity"] == "pod-a"
+    assert read_job(mcl_cluster, namespace)["spec"]["holderIdentity"] == "pod-a"
 
 
 def test_release_writes_an_empty_holder_only_for_the_holder(
@@ -175,10 +182,7 @@ def test_release_writes_an_empty_holder_only_for_the_holder(
     other = make_lock(mcl_cluster, namespace, "pod-b")
     assert other.release() is False
     assert lease.release() is True
-    obj = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "job"
-    )
-    assert obj["spec"]["holderIdentity"] == ""
+    assert read_job(mcl_cluster, namespace)["spec"]["holderIdentity"] == ""
 
 
 def test_a_pending_local_signal_is_reported_as_the_holder(
@@ -240,12 +244,16 @@ class TestHungApiServer:
         finally:
             listener.close()
 
-    def test_each_call_ends_within_the_call_bound(self, silent_server: int) -> None:
+    @staticmethod
+    def lock_talking_to(port: int) -> MultiClusterLeaseLock:
         configuration = k8s.Configuration()
-        configuration.host = f"http://127.0.0.1:{silent_server}"
-        lock = MultiClusterLeaseLock(
+        configuration.host = f"http://127.0.0.1:{port}"
+        return MultiClusterLeaseLock(
             "job", "ns", "pod-a", api_client=k8s.ApiClient(configuration), **TIMING
         )
+
+    def test_each_call_ends_within_the_call_bound(self, silent_server: int) -> None:
+        lock = self.lock_talking_to(silent_server)
         for call in (lambda: lock.get("job", "ns"), lambda: lock.create("job", "ns", None)):
             started = time.monotonic()
             call()
@@ -299,11 +307,7 @@ class TestHungApiServer:
     def test_a_trickled_answer_ends_within_the_call_bound(self, trickling_server: int) -> None:
         """Item 3: the bound was a per-read socket timeout; an answer trickling in a byte at a
         time made one get last 10.8 s with C = 1.33 s."""
-        configuration = k8s.Configuration()
-        configuration.host = f"http://127.0.0.1:{trickling_server}"
-        lock = MultiClusterLeaseLock(
-            "job", "ns", "pod-a", api_client=k8s.ApiClient(configuration), **TIMING
-        )
+        lock = self.lock_talking_to(trickling_server)
         started = time.monotonic()
         found, _ = lock.get("job", "ns")
         elapsed = time.monotonic() - started
@@ -343,9 +347,7 @@ def test_the_spec_carries_exactly_the_timings_the_bound_is_computed_from(
 ) -> None:
     assert lease.get("job", namespace)[0]
     lease.update("job", namespace, None)
-    spec = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "job"
-    )["spec"]
+    spec = read_job(mcl_cluster, namespace)["spec"]
     written = (
         spec["leaseDurationSeconds"],
         spec["renewDeadlineSeconds"],
@@ -373,32 +375,15 @@ def test_no_signal_is_written_to_an_object_being_deleted(
 ) -> None:
     """Item 12: the controller confirms nobody while an object is being deleted; a candidate
     that keeps signalling into it only delays nothing and wastes writes."""
-    api = k8s.CustomObjectsApi(mcl_cluster.api_client())
-    api.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        "job",
-        {"metadata": {"finalizers": ["test/keep"]}},
-        _content_type="application/merge-patch+json",
+    merge_patch(mcl_cluster, namespace, {"metadata": {"finalizers": ["test/keep"]}})
+    k8s.CustomObjectsApi(mcl_cluster.api_client()).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "job"
     )
-    api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "job")
     before = generation(mcl_cluster, namespace)
     assert lease.get("job", namespace)[0]
-    started = time.monotonic()
-    assert lease.update("job", namespace, None) is False
-    assert time.monotonic() - started < 0.5
+    assert_refused_within(0.5, lambda: lease.update("job", namespace, None))
     assert generation(mcl_cluster, namespace) == before
-    api.patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        "job",
-        {"metadata": {"finalizers": None}},
-        _content_type="application/merge-patch+json",
-    )
+    merge_patch(mcl_cluster, namespace, {"metadata": {"finalizers": None}})
 
 
 class JumpClock:
@@ -472,9 +457,7 @@ def test_a_term_over_by_the_monotonic_clock_is_never_confirmed_again(
     term on its own monotonic clock: it refuses the term's calls until the elector reports that
     it stopped leading, and its fencing token is gone meanwhile."""
     clock = JumpClock()
-    lock = MultiClusterLeaseLock(
-        "job", namespace, "pod-a", api_client=mcl_cluster.api_client(), clock=clock, **TIMING
-    )
+    lock = make_lock(mcl_cluster, namespace, clock=clock)
     stopped: list[bool] = []
     config = lock.election_config(lambda: None, lambda: stopped.append(True))
     controller = HandController(mcl_cluster, namespace)
@@ -501,9 +484,7 @@ def test_without_the_electors_word_a_dead_term_is_refused_for_the_rest_of_its_re
     mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
 ) -> None:
     clock = JumpClock()
-    lock = MultiClusterLeaseLock(
-        "job", namespace, "pod-a", api_client=mcl_cluster.api_client(), clock=clock, **TIMING
-    )
+    lock = make_lock(mcl_cluster, namespace, clock=clock)
     controller = HandController(mcl_cluster, namespace)
     try:
         assert lock.get("job", namespace)[0]
@@ -554,9 +535,7 @@ def test_confirmations_seen_only_after_the_call_gave_up_are_reported_to_the_cont
             assert lease.get("job", namespace)[0]
             assert lease.update("job", namespace, None) is False
             time.sleep(0.5)
-        obj = k8s.CustomObjectsApi(mcl_cluster.api_client()).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, "job"
-        )
+        obj = read_job(mcl_cluster, namespace)
         note = json.loads(obj["metadata"]["annotations"]["mclease.io/candidate"])
         assert note["missed"] >= 2
     finally:

@@ -20,12 +20,12 @@ from kubernetes.client.exceptions import ApiException
 from mclease_core import FakeClock, LeaseNotFoundError
 from mclease_core.backends import MemoryStorage
 from mclease_core.conformance import sample_lease_data
-from mclease_core.controller import Action, Reconciler
+from mclease_core.controller import ReconcileAction, Reconciler
 from mclease_core.controller._decisions import windows
 from mclease_core.controller._reconciler import NotActive, StaleCopy
 from mclease_core.kube import FINALIZER, GROUP, PLURAL, VERSION
 from mclease_core.kube._resource import ANNOTATION_CANDIDATE
-from tests.support import FaultyStorage, raw_record
+from tests.support import FaultyStorage, put_raw_record, raw_record
 
 pytestmark = pytest.mark.kube
 
@@ -126,7 +126,7 @@ class Harness:
         created: bool = False,
         obj: dict[str, Any] | None = None,
         seen_at: float | None = None,
-    ) -> Action:
+    ) -> ReconcileAction:
         result = self.reconciler.reconcile(
             self.namespace, KEY_NAME, obj, created=created, seen_at=seen_at
         )
@@ -135,9 +135,9 @@ class Harness:
 
     def start(self) -> None:
         """First sight, then pod-a's signal renewed and confirmed."""
-        assert self.reconcile() is Action.WAIT
+        assert self.reconcile() is ReconcileAction.WAIT
         self.signal()
-        assert self.reconcile() is Action.CONTEND
+        assert self.reconcile() is ReconcileAction.CONTEND
         assert self.status()["globalHolderIdentity"] == "pod-a"
 
     def status(self) -> dict[str, Any]:
@@ -168,7 +168,7 @@ def harness(mcl_cluster: Any, namespace: str) -> Harness:
     return Harness(mcl_cluster, namespace)
 
 
-# ----- rule 2: signals and first sight ----------------------------------------------------------
+# ----- rule 7: signals and first sight ----------------------------------------------------------
 
 
 def test_first_sight_never_demotes_the_leader_it_has_not_heard_from(harness: Harness) -> None:
@@ -180,12 +180,12 @@ def test_first_sight_never_demotes_the_leader_it_has_not_heard_from(harness: Har
     harness.store.inner.create(harness.key, sample_lease_data("pod-a"))
     harness.set_status(observedGeneration=1, globalHolderIdentity="pod-a", fencingToken=3)
     for _ in range(3):
-        assert harness.reconcile() is Action.WAIT
+        assert harness.reconcile() is ReconcileAction.WAIT
         harness.clock.advance(1.0)
     assert harness.withdrawn("pod-a")
     assert FINALIZER in harness.object()["metadata"]["finalizers"]
     harness.signal()
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     status = harness.status()
     assert status["observedGeneration"] == harness.object()["metadata"]["generation"]
     assert status["globalHolderIdentity"] == "pod-a"
@@ -197,7 +197,7 @@ def test_first_sight_never_demotes_the_leader_it_has_not_heard_from(harness: Har
 def test_an_object_created_after_the_watch_started_is_a_signal(harness: Harness) -> None:
     """Issue 8 item 10: a candidate's create is its first signal (a Go candidate's first
     election took D + P when it was not counted)."""
-    assert harness.reconcile(created=True) is Action.CONTEND
+    assert harness.reconcile(created=True) is ReconcileAction.CONTEND
     assert harness.status()["globalHolderIdentity"] == "pod-a"
 
 
@@ -209,7 +209,7 @@ def test_a_renewal_per_signal_is_one_conditional_write(harness: Harness) -> None
     for _ in range(5):
         harness.clock.advance(1.0)
         harness.signal()
-        assert harness.reconcile() is Action.CONTEND
+        assert harness.reconcile() is ReconcileAction.CONTEND
     after = elector.storage.counts()
     assert after["update"] - before["update"] == 5
     assert after["read"] == before["read"]
@@ -223,13 +223,13 @@ def test_no_renewal_without_a_new_signal(harness: Harness) -> None:
     before = counts()
     for _ in range(4):
         harness.clock.advance(1.0)
-        assert harness.reconcile() is Action.PUBLISH
+        assert harness.reconcile() is ReconcileAction.PUBLISH
     after = counts()
     assert after["update"] == before["update"]
     assert after["create"] == before["create"]
 
 
-# ----- rule 4: confirm windows ------------------------------------------------------------------
+# ----- rule 11: confirm windows -----------------------------------------------------------------
 
 
 def test_a_confirmation_is_withdrawn_once_its_window_has_passed(harness: Harness) -> None:
@@ -237,10 +237,10 @@ def test_a_confirmation_is_withdrawn_once_its_window_has_passed(harness: Harness
     (upstream's Go client accepts whatever it sees within D)."""
     harness.start()
     harness.clock.advance(WINDOWS.confirm - 0.2)
-    assert harness.reconcile() is Action.PUBLISH
+    assert harness.reconcile() is ReconcileAction.PUBLISH
     assert harness.status()["globalHolderIdentity"] == "pod-a"
     harness.clock.advance(0.2)
-    assert harness.reconcile() is Action.PUBLISH
+    assert harness.reconcile() is ReconcileAction.PUBLISH
     assert harness.withdrawn("pod-a")
     assert harness.condition("LockAcquiredInBackend")["status"] == "False"
 
@@ -248,7 +248,7 @@ def test_a_confirmation_is_withdrawn_once_its_window_has_passed(harness: Harness
 def test_a_retried_status_write_never_confirms_after_the_window(harness: Harness) -> None:
     """Issue 8 item 4: the status patch after the only compare-and-swap failed; its retry comes
     after the window, from the cached record, and must not confirm."""
-    assert harness.reconcile() is Action.WAIT
+    assert harness.reconcile() is ReconcileAction.WAIT
     harness.signal()
     patch = harness.api.patch_namespaced_custom_object_status
 
@@ -261,16 +261,16 @@ def test_a_retried_status_write_never_confirms_after_the_window(harness: Harness
     harness.api.patch_namespaced_custom_object_status = patch  # type: ignore[method-assign]
     assert not harness.record().data.is_released
     harness.clock.advance(WINDOWS.confirm)
-    assert harness.reconcile() is Action.PUBLISH
+    assert harness.reconcile() is ReconcileAction.PUBLISH
     assert harness.withdrawn("pod-a")
 
 
 def test_a_compare_and_swap_answered_after_the_window_confirms_nobody(harness: Harness) -> None:
     """Issue 8 item 4: a write that took most of D to answer counted as written."""
-    assert harness.reconcile() is Action.WAIT
+    assert harness.reconcile() is ReconcileAction.WAIT
     harness.signal()
     harness.store.fail_next["read"].append(WINDOWS.confirm)  # the read-and-acquire is slow
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     assert harness.record().data.holder_identity == "pod-a", "the write itself succeeded"
     assert harness.withdrawn("pod-a")
 
@@ -278,11 +278,11 @@ def test_a_compare_and_swap_answered_after_the_window_confirms_nobody(harness: H
 def test_a_signal_its_candidate_no_longer_waits_for_is_not_renewed(harness: Harness) -> None:
     """Issue 8 item 9: renewing for signals whose confirmations the lock refuses kept every
     cluster from leading; surface it instead (condition, metric, Event)."""
-    assert harness.reconcile() is Action.WAIT
+    assert harness.reconcile() is ReconcileAction.WAIT
     harness.signal(note={"identity": "pod-a", "callBound": 0.5})
     delivered = harness.clock.monotonic()
     harness.clock.advance(0.6)  # its workers got to it later than the candidate waits
-    assert harness.reconcile(seen_at=delivered) is Action.OBSERVE
+    assert harness.reconcile(seen_at=delivered) is ReconcileAction.OBSERVE
     with pytest.raises(LeaseNotFoundError):
         harness.record()  # nothing was written for a signal nobody can be confirmed for
     assert harness.condition("LockAcquiredInBackend")["reason"] == "ConfirmationLate"
@@ -291,13 +291,13 @@ def test_a_signal_its_candidate_no_longer_waits_for_is_not_renewed(harness: Harn
     assert registry.get_sample_value("mclease_late_signals_total") == 1
 
 
-# ----- rule 6: releases -------------------------------------------------------------------------
+# ----- rule 13: releases ------------------------------------------------------------------------
 
 
 def test_a_release_by_mclease_lock_frees_the_global_lease_at_once(harness: Harness) -> None:
     harness.start()
     harness.signal("", note={"identity": "pod-a", "released": True})
-    assert harness.reconcile() is Action.RELEASE
+    assert harness.reconcile() is ReconcileAction.RELEASE
     assert harness.record().data.is_released
     assert harness.status()["globalHolderIdentity"] == ""
 
@@ -310,24 +310,24 @@ def test_a_release_by_client_go_waits_until_its_candidate_cannot_act(harness: Ha
     harness.start()
     harness.clock.advance(0.5)
     harness.signal("", leaseDurationSeconds=1)
-    assert harness.reconcile() is Action.OBSERVE
+    assert harness.reconcile() is ReconcileAction.OBSERVE
     assert not harness.record().data.is_released
     assert harness.status()["globalHolderIdentity"] == "east/pod-a"
     assert harness.condition("BackendHealthy")["status"] == "True"
     harness.clock.advance(WINDOWS.hold - 0.01)
-    assert harness.reconcile() is Action.OBSERVE
+    assert harness.reconcile() is ReconcileAction.OBSERVE
     harness.clock.advance(0.01)
-    assert harness.reconcile() is Action.RELEASE
+    assert harness.reconcile() is ReconcileAction.RELEASE
     assert harness.record().data.is_released
 
 
 def test_a_stale_candidate_is_released_a_hold_after_its_last_signal(harness: Harness) -> None:
     harness.start()
     harness.clock.advance(WINDOWS.hold - 0.1)
-    assert harness.reconcile() is Action.PUBLISH
+    assert harness.reconcile() is ReconcileAction.PUBLISH
     assert not harness.record().data.is_released
     harness.clock.advance(0.1)
-    assert harness.reconcile() is Action.RELEASE
+    assert harness.reconcile() is ReconcileAction.RELEASE
     assert harness.record().data.is_released
 
 
@@ -339,10 +339,10 @@ def test_a_paused_replica_cannot_release_the_renewal_of_the_active_one(harness: 
     harness.start()
     stale_copy = copy.deepcopy(harness.object())
     active = harness.new_reconciler()
-    assert active.reconcile(harness.namespace, KEY_NAME).plan.action is Action.WAIT  # type: ignore[union-attr]
+    assert active.reconcile(harness.namespace, KEY_NAME).plan.action is ReconcileAction.WAIT  # type: ignore[union-attr]
     harness.clock.advance(1.0)
     harness.signal()
-    assert active.reconcile(harness.namespace, KEY_NAME).plan.action is Action.CONTEND  # type: ignore[union-attr]
+    assert active.reconcile(harness.namespace, KEY_NAME).plan.action is ReconcileAction.CONTEND  # type: ignore[union-attr]
     renewed = harness.record()
     harness.clock.advance(WINDOWS.hold)  # replica 1 wakes up: pod-a looks stale to it
     paused = harness.reconciler
@@ -364,7 +364,7 @@ def test_deletion_completes_a_hold_after_it_while_the_candidate_keeps_signalling
     """Issue 8 item 12: `kubectl delete mcl` hung forever while the local candidate signalled."""
     harness.start()
     harness.api.delete_namespaced_custom_object(GROUP, VERSION, harness.namespace, PLURAL, KEY_NAME)
-    assert harness.reconcile() is Action.WAIT_TO_RELEASE
+    assert harness.reconcile() is ReconcileAction.WAIT_TO_RELEASE
     assert harness.condition("LockAcquiredInBackend")["reason"] == "Deleting"
     assert harness.withdrawn("pod-a")
     waited = 0.0
@@ -372,9 +372,9 @@ def test_deletion_completes_a_hold_after_it_while_the_candidate_keeps_signalling
         harness.clock.advance(1.0)
         waited += 1.0
         harness.signal()
-        assert harness.reconcile() is Action.WAIT_TO_RELEASE
+        assert harness.reconcile() is ReconcileAction.WAIT_TO_RELEASE
     harness.clock.advance(WINDOWS.hold - waited)
-    assert harness.reconcile() is Action.RELEASE
+    assert harness.reconcile() is ReconcileAction.RELEASE
     assert harness.record().data.is_released
     with pytest.raises(k8s.ApiException) as info:
         harness.object()
@@ -397,7 +397,7 @@ def test_a_store_fault_sets_the_condition_confirms_nobody_and_recovers(
     harness.start()
     setattr(harness.store, fault, True)
     harness.signal()
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     healthy = harness.condition("BackendHealthy")
     assert healthy["status"] == "False"
     assert message in healthy["message"]
@@ -434,7 +434,7 @@ def test_a_corrupt_global_record_sets_the_condition_and_does_not_crash(
     harness: Harness, raw: bytes
 ) -> None:
     harness.start()
-    harness.store.inner.put_raw(harness.key, raw)  # type: ignore[attr-defined]
+    put_raw_record(harness.store.inner, harness.key, raw)
     harness.clock.advance(1.0)
     harness.signal()
     harness.reconcile()
@@ -462,7 +462,7 @@ def test_a_status_the_api_server_refuses_becomes_a_condition_not_a_loop(harness:
     harness.api.patch_namespaced_custom_object_status = refuse_first  # type: ignore[method-assign]
     harness.clock.advance(1.0)
     harness.signal()
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     status = harness.status()
     assert status["globalHolderIdentity"] == ""
     assert harness.condition("LockAcquiredInBackend")["reason"] == "StatusRejected"
@@ -479,7 +479,7 @@ def test_an_identity_the_crd_should_have_refused_is_never_confirmed(
     obj = harness.object()
     obj["spec"]["holderIdentity"] = identity
     obj["metadata"]["generation"] += 1  # as the watch would deliver the signal
-    assert harness.reconcile(obj=obj) is Action.OBSERVE
+    assert harness.reconcile(obj=obj) is ReconcileAction.OBSERVE
     assert harness.condition("LockAcquiredInBackend")["reason"] == "InvalidSpec"
     assert "InvalidSpec" in harness.events.reasons()
     assert not harness.confirms(identity)
@@ -490,7 +490,7 @@ def test_a_status_from_the_future_is_rewritten_never_obeyed(harness: Harness) ->
     """Issue 8 item 20: an observedGeneration above metadata.generation is impossible."""
     harness.start()
     harness.set_status(observedGeneration=2**62, globalHolderIdentity="x")
-    assert harness.reconcile() is Action.PUBLISH
+    assert harness.reconcile() is ReconcileAction.PUBLISH
     status = harness.status()
     assert status["observedGeneration"] <= harness.object()["metadata"]["generation"]
     assert status["globalHolderIdentity"] == "pod-a"
@@ -503,17 +503,18 @@ def test_a_record_of_another_holder_expires_by_observation_whatever_its_renew_ti
     """Issue 8 item 20: the written renewTime (year 1 or year 9999) is never compared with a
     clock; the record is taken over D after this controller first saw it unchanged."""
     moment = f"{year:04d}-12-31T23:00:00-05:00" if year == 9999 else "0001-01-01T01:00:00+05:00"
-    harness.store.inner.put_raw(  # type: ignore[attr-defined]
+    put_raw_record(
+        harness.store.inner,
         harness.key,
         raw_record(acquireTime=moment, renewTime=moment),
     )
-    assert harness.reconcile() is Action.WAIT
+    assert harness.reconcile() is ReconcileAction.WAIT
     harness.signal()
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     assert harness.status()["globalHolderIdentity"] == "west/x"
     harness.clock.advance(D)
     harness.signal()
-    assert harness.reconcile() is Action.CONTEND
+    assert harness.reconcile() is ReconcileAction.CONTEND
     assert harness.record().data.holder == ("east", "pod-a")
     assert harness.status()["globalHolderIdentity"] == "pod-a"
 

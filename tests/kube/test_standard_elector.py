@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from kubernetes.leaderelection import leaderelection
-from test_lock import TIMING, HandController, lease  # noqa: F401 - the fixture
 
 from mclease_core.kube import MultiClusterLeaseLock
+from tests.kube.test_lock import TIMING, HandController, lease  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 

@@ -42,8 +42,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mclease_dev.kube import find_kubectl
 from tests.deploy.shipped import render as kustomize_overlay
-from tests.kube.testbed import find_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mclease"

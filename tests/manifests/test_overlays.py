@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.testbed import find_kubectl
+from mclease_dev.kube import find_kubectl
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 KUSTOMIZATIONS = sorted(

@@ -6,16 +6,9 @@ import types
 
 import pytest
 
-from mclease_core import (
-    Backend,
-    ConfigurationError,
-    UnknownBackendError,
-    hookimpl,
-    load_backends,
-    open_storage,
-    url_scheme,
-)
+from mclease_core import ConfigurationError, UnknownBackendError, load_backends, open_storage
 from mclease_core.backends import MemoryStorage
+from mclease_core.plugin import Backend, hookimpl, url_scheme
 
 
 def plugin(name: str, *backends: Backend, error: Exception | None = None) -> types.SimpleNamespace:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mclease_core import Backend, hookimpl
+from mclease_core.plugin import Backend, hookimpl
 
 from ._storage import ExampleStorage
 
@@ -14,6 +14,6 @@ def mclease_backends() -> list[Backend]:
             scheme="example",
             open=ExampleStorage.from_url,
             description="TODO: the store, and its one most important caveat",
-            url_example="example://host:1234/mclease?timeout=5",
+            url_example="example://host:1234/mclease?timeout=10",
         )
     ]

@@ -1,9 +1,10 @@
 """Parsing ``etcd://`` and ``etcds://`` URLs into an :class:`EtcdConfig`, with clear errors.
 
-The user and password come from the core's :func:`mclease_core._urls.credentials`: each from
-exactly one of the URL's user info, ``username_file=``/``password_file=`` (a mounted Secret) or
+The URL is parsed by the core's :class:`~mclease_core.plugin.StorageURL` (hosts, typed options,
+TLS-only options, redaction). The user and password come from it too: each from exactly one of
+the URL's user info, ``username_file=``/``password_file=`` (a mounted Secret) or
 ``$MCLEASE_STORAGE_USERNAME``/``$MCLEASE_STORAGE_PASSWORD``; etcd needs both or neither. Every
-message names the URL through :func:`redact`.
+message names the URL redacted.
 
 Not here: connecting (``_storage`` connects lazily, on the first operation).
 """
@@ -11,29 +12,28 @@ Not here: connecting (``_storage`` connects lazily, on the first operation).
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from mclease_core import (
-    CREDENTIAL_OPTIONS,
+from mclease_core.plugin import (
     PASSWORD_ENV,
     USERNAME_ENV,
     ConfigurationError,
     Credentials,
-    credentials,
-    redact,
-    reject_stray_at,
-    seconds_option,
-    url_options,
+    Option,
+    StorageURL,
 )
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "mclease"
 DEFAULT_TIMEOUT = 5.0
-_TLS_FILES = ("ca_cert", "cert_cert", "cert_key")
-_OPTIONS = {"timeout", *_TLS_FILES, *CREDENTIAL_OPTIONS}
+TIMEOUT = Option.seconds("timeout", DEFAULT_TIMEOUT)
+CA_CERT, CERT_CERT, CERT_KEY = (
+    Option.text(name, tls_only=True) for name in ("ca_cert", "cert_cert", "cert_key")
+)
+OPTIONS: tuple[Option[Any], ...] = (TIMEOUT, CA_CERT, CERT_CERT, CERT_KEY)
 _USAGE = (
     "expected etcd://[user@]host[:port][,host2[:port]...][/prefix][?timeout=SECONDS"
     "&password_file=PATH&username_file=PATH] (or $MCLEASE_STORAGE_USERNAME and "
@@ -68,28 +68,30 @@ class EtcdConfig:
 
     @classmethod
     def from_url(cls, url: str) -> EtcdConfig:
-        reject_stray_at(url, backend="etcd")
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("etcd", "etcds") or not parts.netloc or parts.fragment:
-            raise ConfigurationError(f"invalid etcd URL {redact(url)!r}: {_USAGE}")
-        hosts = parts.netloc.rpartition("@")[2]
-        options = url_options(url, _OPTIONS, backend="etcd")
-        found = _both_or_neither(credentials(parts, options, backend="etcd"))
-        tls = parts.scheme == "etcds"
-        if not tls and any(name in options for name in _TLS_FILES):
-            raise ConfigurationError(f"TLS options need the etcds:// scheme in {redact(url)!r}")
-        if ("cert_cert" in options) != ("cert_key" in options):
-            raise ConfigurationError(f"cert_cert and cert_key go together in {redact(url)!r}")
-        path = urllib.parse.unquote(parts.path).strip("/")
+        parsed = StorageURL.parse(
+            url,
+            backend="etcd",
+            schemes=("etcd", "etcds"),
+            options=OPTIONS,
+            hosts="several",
+            default_port=DEFAULT_PORT,
+            tls_schemes=("etcds",),
+            usage=_USAGE,
+        )
+        found = _both_or_neither(parsed.credentials)
+        if parsed.given(CERT_CERT) != parsed.given(CERT_KEY):
+            raise ConfigurationError(f"cert_cert and cert_key go together in {parsed.redacted!r}")
         return cls(
-            endpoints=tuple(_endpoint(url, item) for item in hosts.split(",")),
-            prefix=path or DEFAULT_PREFIX,
-            timeout=seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="etcd"),
+            endpoints=tuple((end.host, end.port or DEFAULT_PORT) for end in parsed.endpoints),
+            prefix=parsed.path.strip("/") or DEFAULT_PREFIX,
+            timeout=parsed.get(TIMEOUT),
             user=found.username,
             password=found.password,
             credentials=found if found.password is not None else None,
-            tls=tls,
-            **{name: options[name] for name in _TLS_FILES if name in options},
+            tls=parsed.scheme == "etcds",
+            ca_cert=parsed.get(CA_CERT) or None,
+            cert_cert=parsed.get(CERT_CERT) or None,
+            cert_key=parsed.get(CERT_KEY) or None,
         )
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
@@ -113,28 +115,6 @@ def _both_or_neither(found: Credentials) -> Credentials:
     raise ConfigurationError(
         f"etcd authentication needs a user name and a password; give the {missing} with {how}"
     )
-
-
-def _endpoint(url: str, item: str) -> tuple[str, int]:
-    host, port = item, DEFAULT_PORT
-    if item.startswith("["):  # [ipv6]:port
-        host, _, rest = item[1:].partition("]")
-        if rest:
-            port = _port(url, rest.removeprefix(":"))
-    elif ":" in item:
-        host, _, text = item.partition(":")
-        port = _port(url, text)
-    if not host:
-        raise ConfigurationError(f"invalid etcd URL {redact(url)!r}: a host is empty; {_USAGE}")
-    return host, port
-
-
-def _port(url: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ConfigurationError(
-            f"invalid port in etcd URL {redact(url)!r}: a port is a number from 1 to 65535"
-        )
-    return int(text)
 
 
 def _read(path: str | None) -> bytes | None:

@@ -34,20 +34,25 @@ from typing import Any, TypeVar
 import grpc
 import pyetcd  # type: ignore[import-untyped]
 
-from mclease_core import (
+from mclease_core.plugin import (
     Capabilities,
     ConfigurationError,
-    LeaseAlreadyExistsError,
+    ErrorMap,
     LeaseConflictError,
     LeaseData,
-    LeaseNotFoundError,
     LeaseObject,
-    OutcomeUnknownError,
+    MCLeaseError,
     Storage,
     StorageError,
-    StorageUnavailableError,
+    already_exists,
+    conflict,
     decode_lease_data,
     encode_lease_data,
+    map_errors,
+    not_found,
+    outcome_unknown,
+    permission_denied,
+    unavailable,
     validate_key,
 )
 
@@ -96,7 +101,7 @@ class EtcdStorage(Storage):
         full = self.full_key(key)
         value, meta = self._run(key, False, lambda client: client.get(full))
         if meta is None:
-            raise LeaseNotFoundError("no lease record", key=key, backend=self.config.scheme)
+            raise not_found(key, self.config.scheme)
         data = decode_lease_data(value, key=key, backend=self.config.scheme)
         return LeaseObject(data, meta.mod_revision)
 
@@ -104,9 +109,7 @@ class EtcdStorage(Storage):
         full = self.full_key(key)
         succeeded, version = self._put_if(key, full, encode_lease_data(data), "create", 0)
         if not succeeded:
-            raise LeaseAlreadyExistsError(
-                "lease record already exists", key=key, backend=self.config.scheme
-            )
+            raise already_exists(key, self.config.scheme)
         return LeaseObject(data, version)
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
@@ -130,11 +133,6 @@ class EtcdStorage(Storage):
 
         if not self._run(key, True, transaction):
             raise self._conflict(key, version)
-
-    def put_raw(self, key: str, raw: bytes) -> None:
-        """Store ``raw`` under ``key``, bypassing the codec (tests of corruption)."""
-        full = self.full_key(key)
-        self._run(key, True, lambda client: client.put(full, raw))
 
     def close(self) -> None:
         with self._lock:
@@ -167,11 +165,7 @@ class EtcdStorage(Storage):
             raise self._conflict(key, version)
 
     def _conflict(self, key: str, expected: int) -> LeaseConflictError:
-        return LeaseConflictError(
-            f"expected version {expected}, but the record has another version or does not exist",
-            key=key,
-            backend=self.config.scheme,
-        )
+        return conflict(key, self.config.scheme, expected=expected)
 
     def _run(self, key: str, write: bool, operation: Callable[[Any], _T]) -> _T:
         """Run ``operation`` on the client, re-authenticating once if etcd expired our token."""
@@ -232,23 +226,32 @@ class EtcdStorage(Storage):
     def _errors(self, key: str, write: bool) -> Iterator[None]:
         """Map pyetcd's and grpc's exceptions to the storage errors, chaining the cause."""
         backend = self.config.scheme
-        where = self.config.where
-        try:
+        nobody = f"no etcd endpoint of {self.config.where} is reachable now"
+        mapping: ErrorMap = {
+            pyetcd.exceptions.NoServerAvailableError: lambda exc: unavailable(
+                nobody, key=key, backend=backend
+            ),
+            (pyetcd.exceptions.Etcd3Exception, grpc.RpcError): lambda exc: self._rpc_failed(
+                exc, key, write
+            ),
+        }
+        with map_errors(mapping, key=key, backend=backend):
             yield
-        except StorageError:
-            raise
-        except pyetcd.exceptions.NoServerAvailableError as exc:
-            raise StorageUnavailableError(
-                f"no etcd endpoint of {where} is reachable now", key=key, backend=backend
-            ) from exc
-        except (pyetcd.exceptions.Etcd3Exception, grpc.RpcError) as exc:
-            code, details = _grpc_status(exc)
-            details = self._scrub(details)
-            if code == grpc.StatusCode.INVALID_ARGUMENT and any(
-                marker in details for marker in _CREDENTIALS_REFUSED
-            ):
-                raise self._credentials_refused(details) from exc
-            raise _mapped(code, details, write, f"etcd at {where}", key, backend) from exc
+
+    def _rpc_failed(self, exc: Exception, key: str, write: bool) -> MCLeaseError:
+        code, details = _grpc_status(exc)
+        details = self._scrub(details)
+        if code == grpc.StatusCode.INVALID_ARGUMENT and any(
+            marker in details for marker in _CREDENTIALS_REFUSED
+        ):
+            return self._credentials_refused(details)
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return permission_denied(
+                f"etcd at {self.config.where} refused the operation ({details}); grant the "
+                f"user read and write access to the prefix {self.config.prefix!r}"
+            )
+        where = f"etcd at {self.config.where}"
+        return _mapped(code, details, write, where, key, self.config.scheme)
 
     def _scrub(self, text: str) -> str:
         for found in (self.config.credentials, self._latest):
@@ -263,7 +266,7 @@ class EtcdStorage(Storage):
                 "with username_file=PATH, $MCLEASE_STORAGE_USERNAME or etcd://user@host and the "
                 "password with password_file=PATH or $MCLEASE_STORAGE_PASSWORD"
             )
-        return ConfigurationError(
+        return permission_denied(
             f"etcd at {self.config.where} refused the credentials ({details}); check the user "
             f"name {found.username!r} and the password in {found.password_from}"
         )
@@ -305,12 +308,9 @@ def _mapped(
         and any(marker in details.lower() for marker in _NOT_SENT_MARKERS)
     )
     if write and not not_sent:
-        return OutcomeUnknownError(
-            f"the write to {where} failed after it may have been sent ({code.name}: {details}); "
-            "it may have been applied: re-read the record",
+        return outcome_unknown(
+            f"the write to {where} failed after it may have been sent ({code.name}: {details})",
             key=key,
             backend=backend,
         )
-    return StorageUnavailableError(
-        f"{where} is unavailable ({code.name}: {details})", key=key, backend=backend
-    )
+    return unavailable(f"{where} is unavailable ({code.name}: {details})", key=key, backend=backend)

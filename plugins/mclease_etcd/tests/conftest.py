@@ -8,29 +8,24 @@ that stops its server, one with TLS and authentication).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
 import pytest
 
-from mclease_core.testing import ServerProcess, server_or_fail
-from mclease_dev.servers import etcd_server
-
-
-@contextmanager
-def _start_etcd(*extra: str, **options: Any) -> Iterator[ServerProcess]:
-    with server_or_fail(etcd_server(*extra, **options)) as server:
-        yield server
+from mclease_core.testing import ServerProcess
+from mclease_dev.servers import etcd_server, started_or_fail
 
 
 @pytest.fixture(scope="session")
 def start_etcd() -> Callable[..., AbstractContextManager[ServerProcess]]:
     """Start another etcd (``with start_etcd("--auth-token-ttl", "1") as server:``)."""
-    return _start_etcd
+    return started_or_fail(etcd_server)
 
 
 @pytest.fixture(scope="session", name="etcd_server")
-def shared_etcd_server() -> Iterator[ServerProcess]:
+def shared_etcd_server(
+    start_etcd: Callable[..., AbstractContextManager[ServerProcess]],
+) -> Iterator[ServerProcess]:
     """One etcd shared by the tests that do not stop it."""
-    with _start_etcd() as server:
+    with start_etcd() as server:
         yield server

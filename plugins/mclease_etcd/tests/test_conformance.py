@@ -1,33 +1,25 @@
-"""The shared storage conformance suite against a real etcd."""
+"""The shared storage conformance suite, fault tests included, against a real etcd."""
 
 from __future__ import annotations
 
+import pyetcd  # type: ignore[import-untyped]
 import pytest
 
-from mclease_core import Storage
-from mclease_core.conformance import StorageConformance, StorageHarness
-from mclease_core.testing import ServerProcess, free_port
+from mclease_core.conformance import ServerHarness, StorageConformance, StorageHarness
+from mclease_core.testing import ServerProcess
 from mclease_etcd import EtcdStorage
 
 
-class EtcdHarness(StorageHarness):
-    unavailable_within = 5.0
-
-    def __init__(self, server: ServerProcess):
-        self.server = server
-
-    def url(self, namespace: str) -> str:
-        return f"etcd://{self.server.address}/conformance/{namespace}?timeout=5"
-
-    def open(self, namespace: str) -> Storage:
-        return EtcdStorage.from_url(self.url(namespace))
-
-    def open_unreachable(self) -> Storage:
-        return EtcdStorage.from_url(f"etcd://127.0.0.1:{free_port()}/x?timeout=1")
+class EtcdHarness(ServerHarness):
+    url_template = "etcd://{address}/conformance/{namespace}?timeout={timeout}"
 
     def corrupt(self, namespace: str, key: str) -> None:
-        with EtcdStorage.from_url(self.url(namespace)) as store:
-            store.put_raw(key, b"{not json")
+        full_key = EtcdStorage.from_url(self.url(namespace)).full_key(key)
+        client = pyetcd.client(host=self.process.host, port=self.process.port, timeout=5)
+        try:
+            client.put(full_key, b"{not json")
+        finally:
+            client.close()
 
 
 class TestEtcdBackend(StorageConformance):

@@ -21,20 +21,21 @@ from mclease_core import (
     LeaseConflictError,
     LeaseNotFoundError,
     LeaseTiming,
-    OutcomeUnknownError,
     StorageError,
     StorageUnavailableError,
     load_backends,
 )
 from mclease_core.conformance import sample_lease_data
 from mclease_core.testing import (
+    CREDENTIAL_SOURCES,
     ServerProcess,
+    check_credentials,
     check_elector_takeover,
     check_frozen_server,
     check_outage_and_recovery,
 )
+from mclease_dev.canaries import CANARY_PASSWORDS
 from mclease_etcd import EtcdConfig, EtcdStorage
-from tests.support import CANARY_PASSWORDS
 
 PW, WRONG, AWKWARD = CANARY_PASSWORDS
 
@@ -139,6 +140,10 @@ def test_garbage_value_raises_the_corrupt_error(etcd_server: ServerProcess) -> N
 # ----- TLS and authentication --------------------------------------------------------------------
 
 
+_NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+"""openssl req's options for a new P-256 key without a passphrase."""
+
+
 def _openssl(*args: str | Path) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
 
@@ -146,20 +151,7 @@ def _openssl(*args: str | Path) -> None:
 def _certificate(directory: Path, name: str, extension: str) -> None:
     key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".key", ".csr", ".ext"))
     ext.write_text(extension + "\n")
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key,
-        "-out",
-        csr,
-        "-subj",
-        f"/CN={name}",
-    )
+    _openssl("req", *_NEW_EC_KEY, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
     _openssl(
         "x509",
         "-req",
@@ -185,11 +177,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _openssl(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         directory / "ca.key",
         "-out",
@@ -225,7 +213,16 @@ def secure_etcd(
         scheme="https",
         ready=lambda port: _serves(f"etcds://127.0.0.1:{port}/probe?{tls}"),
     ) as server:
-        _enable_authentication(pki, server)
+        _enable_authentication(
+            pyetcd.client(
+                server.host,
+                server.port,
+                timeout=5,
+                ca_cert=str(pki / "ca.pem"),
+                cert_cert=str(pki / "client.pem"),
+                cert_key=str(pki / "client.key"),
+            )
+        )
         yield server, tls, pki
 
 
@@ -240,15 +237,8 @@ def _serves(url: str) -> bool:
     return True
 
 
-def _enable_authentication(pki: Path, server: ServerProcess) -> None:
-    raw = pyetcd.client(
-        server.host,
-        server.port,
-        timeout=5,
-        ca_cert=str(pki / "ca.pem"),
-        cert_cert=str(pki / "client.pem"),
-        cert_key=str(pki / "client.key"),
-    )
+def _enable_authentication(raw: pyetcd.Etcd3Client) -> None:
+    """Give etcd the user root (the first canary password), turn authentication on, close."""
     raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PW), 5)
     raw.authstub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), 5)
     raw.authstub.AuthEnable(etcdrpc.AuthEnableRequest(), 5)
@@ -278,96 +268,43 @@ def test_tls_with_user_and_password(secure_etcd: tuple[ServerProcess, str, Path]
     plain_client.close()
 
 
-def test_a_wrong_password_is_a_clear_error(secure_etcd: tuple[ServerProcess, str, Path]) -> None:
-    server, tls, _ = secure_etcd
-    with (
-        EtcdStorage.from_url(f"etcds://root:{WRONG}@{server.address}/tls?{tls}") as store,
-        pytest.raises(
-            ConfigurationError,
-            match=r"refused the credentials .*authentication "
-            r"failed.*; check the user name 'root' and the password in the URL",
-        ),
-    ):
-        store.read("lease")
-
-
-def test_tls_with_the_password_from_a_file(
-    secure_etcd: tuple[ServerProcess, str, Path], tmp_path: Path
-) -> None:
-    server, tls, _ = secure_etcd
-    path = _password_file(tmp_path, PW)
-    _check_round_trip(f"etcds://root@{server.address}/tls-file?{tls}&password_file={path}")
-
-
 @pytest.fixture(scope="module")
 def auth_etcd(start_etcd: StartEtcd) -> Iterator[ServerProcess]:
     """Plain-text etcd with authentication: root has the first canary password."""
     with start_etcd() as server:
-        raw = _raw_client(server)
-        raw.authstub.UserAdd(etcdrpc.AuthUserAddRequest(name="root", password=PW), 5)
-        raw.authstub.UserGrantRole(etcdrpc.AuthUserGrantRoleRequest(user="root", role="root"), 5)
-        raw.authstub.AuthEnable(etcdrpc.AuthEnableRequest(), 5)
-        raw.close()
+        _enable_authentication(_raw_client(server))
         yield server
 
 
-def _password_file(directory: Path, password: str, name: str = "password") -> Path:
-    path = directory / name
+def _password_file(directory: Path, password: str) -> Path:
+    path = directory / "password"
     path.write_text(password + "\n")
     return path
 
 
-def _check_round_trip(url: str) -> None:
-    with EtcdStorage.from_url(url) as store:
-        created = store.create("lease", sample_lease_data())
-        assert store.read("lease") == created
-        store.delete("lease", version=created.version)
-
-
-def test_plain_text_authentication_with_the_password_in_the_url(auth_etcd: ServerProcess) -> None:
-    """gRPC refuses call credentials on an insecure channel; the token goes as metadata."""
-    _check_round_trip(f"etcd://root:{PW}@{auth_etcd.address}/url")
-
-
-def test_the_user_and_password_from_files(auth_etcd: ServerProcess, tmp_path: Path) -> None:
-    password, user = _password_file(tmp_path, PW), _password_file(tmp_path, "root", "user")
-    _check_round_trip(
-        f"etcd://{auth_etcd.address}/files?password_file={password}&username_file={user}"
-    )
-
-
-def test_the_user_and_password_from_the_environment(
-    auth_etcd: ServerProcess, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("source", CREDENTIAL_SOURCES)
+@pytest.mark.parametrize("channel", ["plain-text", "tls"])
+def test_credentials_from_each_source(
+    request: pytest.FixtureRequest, tmp_path: Path, channel: str, source: str
 ) -> None:
-    monkeypatch.setenv("MCLEASE_STORAGE_USERNAME", "root")
-    monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", PW)
-    _check_round_trip(f"etcd://{auth_etcd.address}/env")
-
-
-@pytest.mark.parametrize("source", ["url", "file", "env"])
-def test_a_wrong_password_is_a_configuration_error_without_it(
-    auth_etcd: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
-) -> None:
-    url = f"etcd://root@{auth_etcd.address}/wrong"
-    if source == "url":
-        url = f"etcd://root:{WRONG}@{auth_etcd.address}/wrong"
-    elif source == "file":
-        url += f"?password_file={_password_file(tmp_path, WRONG)}"
+    """The right and a wrong password. Over TLS the user name is in the URL; on plain text it
+    comes from the password's source, and the token goes as metadata (gRPC refuses call
+    credentials on an insecure channel)."""
+    if channel == "tls":
+        server, tls, _ = request.getfixturevalue("secure_etcd")
+        url, username = f"etcds://root@{server.address}/credentials?{tls}", None
     else:
-        monkeypatch.setenv("MCLEASE_STORAGE_PASSWORD", WRONG)
-    with EtcdStorage.from_url(url) as store, pytest.raises(ConfigurationError) as info:
-        store.read("lease")
-    text = str(info.value)
-    assert "refused the credentials (etcdserver: authentication failed" in text
-    assert {
-        "url": "the URL's user info",
-        "file": "password_file=",
-        "env": "$MCLEASE_STORAGE_PASSWORD",
-    }[source] in text
-    assert "\n" not in text
-    for error in (info.value, info.value.__cause__):
-        assert WRONG not in str(error)
-        assert WRONG not in repr(error)
+        url, username = f"etcd://{request.getfixturevalue('auth_etcd').address}/credentials", "root"
+    check_credentials(
+        EtcdStorage.from_url,
+        url,
+        PW,
+        WRONG,
+        username=username,
+        directory=tmp_path,
+        sources=[source],
+        says=("refused the credentials (etcdserver: authentication failed", "user name 'root'"),
+    )
 
 
 def test_no_credentials_for_a_server_with_authentication(auth_etcd: ServerProcess) -> None:
@@ -432,17 +369,6 @@ def test_a_stopped_server_is_unavailable_then_recovers(start_etcd: StartEtcd) ->
 def test_a_frozen_server_gives_bounded_errors(start_etcd: StartEtcd) -> None:
     with start_etcd() as server, EtcdStorage.from_url(_url(server, options="timeout=0.5")) as store:
         check_frozen_server(store, server, unavailable_within=store.capabilities.operation_timeout)
-
-
-def test_a_write_that_times_out_is_outcome_unknown(start_etcd: StartEtcd) -> None:
-    with start_etcd() as server, EtcdStorage.from_url(_url(server, options="timeout=0.5")) as store:
-        created = store.create("lease", sample_lease_data())
-        server.pause()
-        try:
-            with pytest.raises(OutcomeUnknownError, match="may have been applied"):
-                store.update("lease", sample_lease_data("b"), version=created.version)
-        finally:
-            server.resume()
 
 
 # ----- the elector -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mclease_core import Backend, hookimpl
+from mclease_core.plugin import Backend, hookimpl
 
 from ._storage import GCSStorage
 

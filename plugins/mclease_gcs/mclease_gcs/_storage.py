@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,23 +37,27 @@ from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage  # type: ignore[import-untyped]
 
-from mclease_core import (
+from mclease_core.plugin import (
     Capabilities,
     ConfigurationError,
-    LeaseAlreadyExistsError,
+    Deadline,
+    ErrorMap,
     LeaseConflictError,
     LeaseData,
-    LeaseNotFoundError,
     LeaseObject,
+    Option,
     OutcomeUnknownError,
     Storage,
     StorageError,
-    StorageUnavailableError,
+    StorageURL,
+    already_exists,
+    conflict,
     decode_lease_data,
     encode_lease_data,
-    redact,
-    seconds_option,
-    url_options,
+    map_errors,
+    not_found,
+    outcome_unknown,
+    permission_denied,
     validate_key,
 )
 
@@ -68,7 +71,16 @@ CONTENT_TYPE = "application/json"
 _PRECONDITION = (api_exceptions.PreconditionFailed,)
 _MISSING = (api_exceptions.NotFound,)
 _GONE = _PRECONDITION + _MISSING
-_OPTIONS = {"timeout", "deadline", "project", "endpoint", "anonymous"}
+TIMEOUT = Option.seconds("timeout", DEFAULT_TIMEOUT)
+DEADLINE = Option.seconds("deadline", DEFAULT_DEADLINE)
+PROJECT, ENDPOINT = Option.text("project"), Option.text("endpoint")
+ANONYMOUS = Option.flag("anonymous")
+OPTIONS: tuple[Option[Any], ...] = (TIMEOUT, DEADLINE, PROJECT, ENDPOINT, ANONYMOUS)
+_USAGE = (
+    "expected gs://bucket[/prefix][?timeout=SECONDS&deadline=SECONDS&project=ID&endpoint=URL"
+    "&anonymous=true]; credentials come from Application Default Credentials (Workload Identity "
+    "in GKE), never from the URL"
+)
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
 
@@ -109,26 +121,24 @@ class GCSStorage(Storage):
     @classmethod
     def from_url(cls, url: str) -> GCSStorage:
         """Open a store from a ``gs://`` URL without contacting GCS."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "gs" or not parts.netloc or parts.fragment:
-            raise ConfigurationError(
-                f"invalid GCS URL {redact(url)!r}: expected gs://bucket[/prefix][?timeout=SECONDS"
-                "&deadline=SECONDS&project=ID&endpoint=URL&anonymous=true]"
-            )
-        if "@" in parts.netloc:
-            raise ConfigurationError(
-                f"invalid GCS URL {redact(url)!r}: gs:// takes no user or password; credentials "
-                "come from Application Default Credentials (Workload Identity in GKE)"
-            )
-        options = url_options(url, _OPTIONS, backend="gs")
+        parsed = StorageURL.parse(
+            url,
+            backend="gs",
+            schemes=("gs",),
+            options=OPTIONS,
+            takes_credentials=False,
+            usage=_USAGE,
+        )
+        if parsed.port is not None:
+            raise parsed.error("a bucket name has no port")
         return cls(
-            parts.netloc,
-            prefix=urllib.parse.unquote(parts.path).strip("/") or DEFAULT_PREFIX,
-            timeout=seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="gs"),
-            deadline=seconds_option(options, "deadline", DEFAULT_DEADLINE, url=url, backend="gs"),
-            project=options.get("project") or None,
-            endpoint=options.get("endpoint") or None,
-            anonymous=options.get("anonymous", "false").lower() in ("1", "true", "yes"),
+            parsed.host,
+            prefix=parsed.path.strip("/") or DEFAULT_PREFIX,
+            timeout=parsed.get(TIMEOUT),
+            deadline=parsed.get(DEADLINE),
+            project=parsed.get(PROJECT) or None,
+            endpoint=parsed.get(ENDPOINT) or None,
+            anonymous=parsed.get(ANONYMOUS),
         )
 
     @property
@@ -149,12 +159,7 @@ class GCSStorage(Storage):
 
     def create(self, key: str, data: LeaseData) -> LeaseObject:
         raw = encode_lease_data(data)
-        version = self._write(
-            key,
-            raw,
-            0,
-            lambda: LeaseAlreadyExistsError("lease record already exists", key=key, backend="gs"),
-        )
+        version = self._write(key, raw, 0, lambda: already_exists(key, "gs"))
         return LeaseObject(data, version)
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
@@ -174,18 +179,12 @@ class GCSStorage(Storage):
                 name, generation=version, if_generation_match=version, timeout=timeout, retry=None
             )
 
-        def resolve(exc: Exception) -> None:  # the earlier attempt may have deleted it
+        def resolve(exc: Exception, deadline: Deadline) -> None:  # an attempt may have deleted it
             raise self._unknown(key, exc) from exc
 
         self._retrying(
             key, attempt, _GONE, refused=lambda: self._conflict(key, version), resolve=resolve
         )
-
-    def put_raw(self, key: str, raw: bytes) -> None:
-        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
-        blob = self._bucket().blob(self.object_name(key))
-        with self._errors(key):
-            blob.upload_from_string(raw, content_type=CONTENT_TYPE, timeout=self.timeout)
 
     def close(self) -> None:
         with self._lock:
@@ -195,7 +194,7 @@ class GCSStorage(Storage):
 
     # ----- helpers -----------------------------------------------------------------------------
 
-    def _read_raw(self, key: str) -> tuple[bytes, int]:
+    def _read_raw(self, key: str, deadline: Deadline | None = None) -> tuple[bytes, int]:
         blob = self._bucket().blob(self.object_name(key))
 
         def attempt(timeout: float) -> bytes:
@@ -207,7 +206,8 @@ class GCSStorage(Storage):
             attempt,
             _MISSING,
             write=False,
-            refused=lambda: LeaseNotFoundError("no lease record", key=key, backend="gs"),
+            refused=lambda: not_found(key, "gs"),
+            deadline=deadline,
         )
         if blob.generation is None:
             raise StorageError("GCS did not report the object's generation", key=key, backend="gs")
@@ -236,7 +236,7 @@ class GCSStorage(Storage):
             attempt,
             _PRECONDITION,
             refused=refused,
-            resolve=lambda exc: self._resolve(key, raw, exc),
+            resolve=lambda exc, deadline: self._resolve(key, raw, exc, deadline),
         )
         return version
 
@@ -248,29 +248,34 @@ class GCSStorage(Storage):
         *,
         refused: Callable[[], StorageError],
         write: bool = True,
-        resolve: Callable[[Exception], Any] | None = None,
+        resolve: Callable[[Exception, Deadline], Any] | None = None,
+        deadline: Deadline | None = None,
     ) -> Any:
         """Run ``attempt`` until it succeeds or the deadline passes. An answer in ``conditions``
         (412, 404) means ``refused()``, unless an earlier attempt may have been applied: then
-        ``resolve(exc)`` decides."""
-        attempts = Attempts(timeout=self.timeout, deadline=self.deadline, write=write)
+        ``resolve(exc, deadline)`` decides, within what is left of the same deadline (so the
+        whole operation stays within ``operation_timeout``)."""
+        if deadline is None:
+            where = f"gs://{self.bucket_name}"
+            deadline = Deadline(self.deadline, key=key, backend="gs", write=write, what=where)
+        attempts = Attempts(timeout=self.timeout, deadline=deadline)
         with self._errors(key):
             for timeout in attempts:
                 try:
                     return attempt(timeout)
                 except conditions as exc:
                     if attempts.maybe_applied and resolve is not None:
-                        return resolve(exc)
+                        return resolve(exc, deadline)
                     raise refused() from exc
                 except Exception as exc:
                     attempts.failed(exc)
-            raise self._gave_up(key, attempts)
+            raise attempts.gave_up()
 
-    def _resolve(self, key: str, raw: bytes, exc: Exception) -> int:
+    def _resolve(self, key: str, raw: bytes, exc: Exception, deadline: Deadline) -> int:
         """A retried write met a failed precondition after an attempt that may have been applied:
         it was, if the object holds exactly our bytes."""
         try:
-            stored, generation = self._read_raw(key)
+            stored, generation = self._read_raw(key, deadline)
         except StorageError as error:
             raise self._unknown(key, exc) from error
         if stored == raw:
@@ -278,34 +283,15 @@ class GCSStorage(Storage):
         raise self._unknown(key, exc)
 
     def _unknown(self, key: str, exc: Exception) -> OutcomeUnknownError:
-        return OutcomeUnknownError(
+        return outcome_unknown(
             f"a retried write to gs://{self.bucket_name} failed its precondition ({exc}) after an "
-            "earlier attempt that may have been applied; re-read the record",
-            key=key,
-            backend="gs",
-        )
-
-    def _gave_up(self, key: str, attempts: Attempts) -> StorageError:
-        where = f"gs://{self.bucket_name}"
-        if attempts.maybe_applied:
-            return OutcomeUnknownError(
-                f"no attempt to write {where} succeeded within {self.deadline:g}s and one may "
-                f"have been applied (last error: {attempts.last_error}); re-read the record",
-                key=key,
-                backend="gs",
-            )
-        return StorageUnavailableError(
-            f"{where} did not answer within {self.deadline:g}s (last error: {attempts.last_error})",
+            "earlier attempt that may have been applied",
             key=key,
             backend="gs",
         )
 
     def _conflict(self, key: str, expected: int) -> LeaseConflictError:
-        return LeaseConflictError(
-            f"expected generation {expected}, but the object has another one or does not exist",
-            key=key,
-            backend="gs",
-        )
+        return conflict(key, "gs", expected=expected)
 
     def _bucket(self) -> storage.Bucket:
         with self._lock, self._errors(None):
@@ -321,17 +307,22 @@ class GCSStorage(Storage):
     @contextmanager
     def _errors(self, key: str | None) -> Iterator[None]:
         """Map the errors no retry can help with, chaining the cause."""
-        try:
-            yield
-        except (StorageError, ConfigurationError):
-            raise
-        except auth_exceptions.DefaultCredentialsError as exc:
-            raise ConfigurationError(
-                f"no Google credentials for gs://{self.bucket_name}: {exc}; set up Application "
-                "Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity), or "
+        where = f"gs://{self.bucket_name}"
+        mapping: ErrorMap = {
+            auth_exceptions.DefaultCredentialsError: lambda exc: ConfigurationError(
+                f"no Google credentials for {where}: {exc}; set up Application Default "
+                "Credentials (GOOGLE_APPLICATION_CREDENTIALS or workload identity), or "
                 "STORAGE_EMULATOR_HOST for an emulator"
-            ) from exc
-        except (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError) as exc:
-            raise StorageError(
-                f"gs://{self.bucket_name} refused the request: {exc}", key=key, backend="gs"
-            ) from exc
+            ),
+            (api_exceptions.Unauthorized, api_exceptions.Forbidden): lambda exc: permission_denied(
+                f"{where} refused the credentials or the permission ({exc}); grant the service "
+                "account roles/storage.objectUser on the bucket"
+            ),
+            (api_exceptions.GoogleAPICallError, auth_exceptions.GoogleAuthError): (
+                lambda exc: StorageError(
+                    f"{where} refused the request: {exc}", key=key, backend="gs"
+                )
+            ),
+        }
+        with map_errors(mapping, key=key, backend="gs"):
+            yield

@@ -7,25 +7,23 @@ tests fail (``hack/test-servers.sh`` builds it), they do not skip.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from mclease_core.testing import MissingServerBinaryError, ServerProcess, server_or_fail
-from mclease_dev.servers import fake_gcs_server, fake_gcs_server_binary
+from mclease_core.testing import ServerProcess
+from mclease_dev.servers import fake_gcs_server, fake_gcs_server_binary, found_or_fail
 
 
 @pytest.fixture(scope="session")
 def fake_gcs_binary() -> str:
-    try:
-        return fake_gcs_server_binary()
-    except MissingServerBinaryError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    return found_or_fail(fake_gcs_server_binary)
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +50,7 @@ def raw_client() -> Callable[[ServerProcess], Any]:
 @pytest.fixture(scope="session")
 def start_gcs(fake_gcs_binary: str) -> Callable[[], AbstractContextManager[ServerProcess]]:
     """Start another fake-gcs-server with the test bucket (``with start_gcs() as server:``)."""
-
-    @contextmanager
-    def start() -> Iterator[ServerProcess]:
-        with server_or_fail(fake_gcs_server(fake_gcs_binary)) as server:
-            yield server
-
-    return start
+    return functools.partial(fake_gcs_server, fake_gcs_binary)
 
 
 @pytest.fixture(scope="session")

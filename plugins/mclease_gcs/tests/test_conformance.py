@@ -1,40 +1,40 @@
-"""The shared storage conformance suite against fake-gcs-server."""
+"""The shared storage conformance suite, fault tests included, against fake-gcs-server."""
 
 from __future__ import annotations
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
-from mclease_core import Storage
-from mclease_core.conformance import StorageConformance, StorageHarness
-from mclease_core.testing import ServerProcess, free_port
+from mclease_core.conformance import ServerHarness, StorageConformance, StorageHarness
+from mclease_core.testing import ServerProcess
 from mclease_dev.servers import FAKE_GCS_BUCKET
 from mclease_gcs import GCSStorage
 
-BUCKET = FAKE_GCS_BUCKET
 
+class GCSHarness(ServerHarness):
+    url_template = (
+        f"gs://{FAKE_GCS_BUCKET}/conformance/{{namespace}}?endpoint=http://{{address}}"
+        "&anonymous=true&timeout={timeout}&deadline={deadline}"
+    )
 
-def gcs_url(address: str, path: str, options: str = "timeout=5&deadline=10") -> str:
-    return f"gs://{BUCKET}/{path}?endpoint=http://{address}&anonymous=true&{options}"
+    def url_at(self, namespace: str, address: str, timeout: float) -> str:
+        return self.url_template.format(
+            address=address, namespace=namespace, timeout=timeout, deadline=2 * timeout
+        )
 
-
-class GCSHarness(StorageHarness):
-    unavailable_within = 5.0
-
-    def __init__(self, server: ServerProcess):
-        self.server = server
-
-    def url(self, namespace: str) -> str:
-        return gcs_url(self.server.address, f"conformance/{namespace}")
-
-    def open(self, namespace: str) -> Storage:
-        return GCSStorage.from_url(self.url(namespace))
-
-    def open_unreachable(self) -> Storage:
-        return GCSStorage.from_url(gcs_url(f"127.0.0.1:{free_port()}", "x", "timeout=1&deadline=2"))
+    def is_write_request(self, chunk: bytes) -> bool:
+        return not chunk.startswith((b"GET ", b"HEAD "))
 
     def corrupt(self, namespace: str, key: str) -> None:
-        with GCSStorage.from_url(self.url(namespace)) as store:
-            store.put_raw(key, b"{not json")
+        name = GCSStorage.from_url(self.url(namespace)).object_name(key)
+        client = storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://{self.process.address}"},
+        )
+        with client:
+            client.bucket(FAKE_GCS_BUCKET).blob(name).upload_from_string(b"{not json")
 
 
 class TestGCSBackend(StorageConformance):

@@ -1,5 +1,6 @@
-"""GCS-specific behaviour: URLs, generations, the write-rate capability, lost responses and 429s
-(through a fault-injecting proxy in front of fake-gcs-server), outages, the elector."""
+"""GCS-specific behaviour: URLs, generations, the write-rate capability, lost responses (through
+the core's :class:`FaultProxy`) and 429s (through an HTTP proxy) in front of fake-gcs-server,
+outages, the elector."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from mclease_core import (
 from mclease_core.conformance import sample_lease_data
 from mclease_core.testing import (
     LOOPBACK,
+    FaultProxy,
     ServerProcess,
     check_elector_takeover,
     check_frozen_server,
@@ -208,52 +210,121 @@ def _has_delete_preconditions(version: str) -> bool:
     return first is not None and as_tuple(version) >= as_tuple(first)
 
 
-def test_garbage_content_raises_the_corrupt_error(gcs_server: ServerProcess) -> None:
+def test_garbage_content_raises_the_corrupt_error(
+    gcs_server: ServerProcess, raw_client: Callable[[ServerProcess], Any]
+) -> None:
     with GCSStorage.from_url(_url(gcs_server.address, "garbage")) as store:
-        store.put_raw("lease", b"\x00\xff not json")
+        blob = raw_client(gcs_server).bucket(BUCKET).blob(store.object_name("lease"))
+        blob.upload_from_string(b"\x00\xff not json")
         with pytest.raises(CorruptRecordError, match="corrupt"):
             store.read("lease")
 
 
-# ----- lost responses and rate limits, through a fault-injecting proxy ---------------------------
+# ----- lost responses (the core's FaultProxy) and rate limits (an HTTP proxy) --------------------
 
 
-class FaultProxy(http.server.ThreadingHTTPServer):
-    """An HTTP proxy to fake-gcs-server that can drop a response after forwarding its request
-    (the write happens, the client never hears of it) or answer 429 without forwarding."""
+def _is_write(chunk: bytes) -> bool:
+    """An HTTP request that writes (the client also looks its bucket up, with GET)."""
+    return not chunk.startswith((b"GET ", b"HEAD "))
+
+
+@pytest.fixture
+def lossy(gcs_server: ServerProcess) -> Iterator[FaultProxy]:
+    """A TCP proxy to fake-gcs-server that can lose a write's answer after forwarding it."""
+    with FaultProxy(gcs_server.host, gcs_server.port) as proxy:
+        yield proxy
+
+
+def test_a_create_whose_response_was_lost_is_resolved_by_re_reading(
+    lossy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with GCSStorage.from_url(_url(lossy.address, "lost-create")) as store:
+        resolutions: list[Exception] = []
+        resolve = store._resolve
+        monkeypatch.setattr(
+            store,
+            "_resolve",
+            lambda key, raw, exc, deadline: (
+                resolutions.append(exc) or resolve(key, raw, exc, deadline)
+            ),
+        )
+        lossy.lose_next_answer(_is_write)
+        created = store.create("lease", sample_lease_data())  # retried: 412, then re-read
+        assert lossy.answers_lost == 1
+        assert [type(exc).__name__ for exc in resolutions] == ["PreconditionFailed"]
+        assert store.read("lease") == created
+
+
+def test_an_update_whose_response_was_lost_is_resolved_by_re_reading(lossy: FaultProxy) -> None:
+    with GCSStorage.from_url(_url(lossy.address, "lost-update")) as store:
+        created = store.create("lease", sample_lease_data())
+        lossy.lose_next_answer(_is_write)
+        updated = store.update("lease", sample_lease_data("b"), version=created.version)
+        assert lossy.answers_lost == 1
+        assert store.read("lease") == updated
+        assert updated.version > created.version
+
+
+def test_a_lost_write_overwritten_meanwhile_is_outcome_unknown(
+    lossy: FaultProxy, gcs_server: ServerProcess
+) -> None:
+    other = GCSStorage.from_url(_url(gcs_server.address, "lost-then-taken"))
+    with GCSStorage.from_url(_url(lossy.address, "lost-then-taken")) as store, other:
+        created = store.create("lease", sample_lease_data())
+
+        def someone_else_writes() -> None:
+            current = other.read("lease")
+            other.update("lease", sample_lease_data("other"), version=current.version)
+
+        lossy.lose_next_answer(_is_write, then=someone_else_writes)
+        with pytest.raises(OutcomeUnknownError, match="re-read"):
+            store.update("lease", sample_lease_data("mine"), version=created.version)
+        assert (lossy.answers_lost, lossy.failures) == (1, [])
+        assert store.read("lease").data.holder_identity == "other"
+
+
+def test_a_delete_whose_response_was_lost_is_outcome_unknown(lossy: FaultProxy) -> None:
+    with GCSStorage.from_url(_url(lossy.address, "lost-delete")) as store:
+        created = store.create("lease", sample_lease_data())
+        lossy.lose_next_answer(_is_write)
+        with pytest.raises(OutcomeUnknownError):
+            store.delete("lease", version=created.version)
+        assert lossy.answers_lost == 1
+
+
+class ThrottlingProxy(http.server.ThreadingHTTPServer):
+    """An HTTP proxy to fake-gcs-server that answers the next ``throttle`` writes with 429
+    without forwarding them (fake-gcs-server never rate-limits)."""
 
     daemon_threads = True
 
     def __init__(self, upstream: str):
-        super().__init__((LOOPBACK, 0), _ProxyHandler)
+        super().__init__((LOOPBACK, 0), _ThrottlingHandler)
         self.upstream = upstream
-        self.drop_responses = 0
         self.throttle = 0
-        self.on_drop: Callable[[], None] = lambda: None
         self.lock = threading.Lock()
 
     @property
     def address(self) -> str:
         return f"{LOOPBACK}:{self.server_address[1]}"
 
-    def take(self, counter: str) -> bool:
+    def take_throttle(self) -> bool:
         with self.lock:
-            left: int = getattr(self, counter)
-            if left > 0:
-                setattr(self, counter, left - 1)
+            left = self.throttle
+            self.throttle = max(0, left - 1)
             return left > 0
 
 
-class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+class _ThrottlingHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: FaultProxy
+    server: ThrottlingProxy
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.command != "GET" and self.server.take("throttle"):
+        if self.command != "GET" and self.server.take_throttle():
             self._reply(429, b'{"error": {"code": 429, "message": "rate limited"}}')
             return
         upstream = http.client.HTTPConnection(self.server.upstream, timeout=10)
@@ -262,10 +333,6 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         response = upstream.getresponse()
         payload = response.read()
         upstream.close()
-        if self.command != "GET" and self.server.take("drop_responses"):
-            self.server.on_drop()
-            self.close_connection = True  # the write happened; its answer is lost
-            return
         self._reply(response.status, payload, response.getheaders())
 
     def _reply(self, status: int, payload: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
@@ -287,8 +354,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def proxy(gcs_server: ServerProcess) -> Iterator[FaultProxy]:
-    server = FaultProxy(gcs_server.address)
+def proxy(gcs_server: ServerProcess) -> Iterator[ThrottlingProxy]:
+    server = ThrottlingProxy(gcs_server.address)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -299,60 +366,7 @@ def proxy(gcs_server: ServerProcess) -> Iterator[FaultProxy]:
         thread.join(5)
 
 
-def test_a_create_whose_response_was_lost_is_resolved_by_re_reading(
-    proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with GCSStorage.from_url(_url(proxy.address, "lost-create")) as store:
-        resolutions: list[Exception] = []
-        resolve = store._resolve
-        monkeypatch.setattr(
-            store,
-            "_resolve",
-            lambda key, raw, exc: resolutions.append(exc) or resolve(key, raw, exc),
-        )
-        proxy.drop_responses = 1
-        created = store.create("lease", sample_lease_data())  # retried: 412, then re-read
-        assert proxy.drop_responses == 0
-        assert [type(exc).__name__ for exc in resolutions] == ["PreconditionFailed"]
-        assert store.read("lease") == created
-
-
-def test_an_update_whose_response_was_lost_is_resolved_by_re_reading(proxy: FaultProxy) -> None:
-    with GCSStorage.from_url(_url(proxy.address, "lost-update")) as store:
-        created = store.create("lease", sample_lease_data())
-        proxy.drop_responses = 1
-        updated = store.update("lease", sample_lease_data("b"), version=created.version)
-        assert store.read("lease") == updated
-        assert updated.version > created.version
-
-
-def test_a_lost_write_overwritten_meanwhile_is_outcome_unknown(
-    proxy: FaultProxy, gcs_server: ServerProcess
-) -> None:
-    other = GCSStorage.from_url(_url(gcs_server.address, "lost-then-taken"))
-    with GCSStorage.from_url(_url(proxy.address, "lost-then-taken")) as store, other:
-        created = store.create("lease", sample_lease_data())
-
-        def someone_else_writes() -> None:
-            current = other.read("lease")
-            other.update("lease", sample_lease_data("other"), version=current.version)
-
-        proxy.on_drop = someone_else_writes
-        proxy.drop_responses = 1
-        with pytest.raises(OutcomeUnknownError, match="re-read"):
-            store.update("lease", sample_lease_data("mine"), version=created.version)
-        assert store.read("lease").data.holder_identity == "other"
-
-
-def test_a_delete_whose_response_was_lost_is_outcome_unknown(proxy: FaultProxy) -> None:
-    with GCSStorage.from_url(_url(proxy.address, "lost-delete")) as store:
-        created = store.create("lease", sample_lease_data())
-        proxy.drop_responses = 1
-        with pytest.raises(OutcomeUnknownError):
-            store.delete("lease", version=created.version)
-
-
-def test_429_is_retried_within_the_deadline(proxy: FaultProxy) -> None:
+def test_429_is_retried_within_the_deadline(proxy: ThrottlingProxy) -> None:
     with GCSStorage.from_url(_url(proxy.address, "throttled")) as store:
         proxy.throttle = 2
         created = store.create("lease", sample_lease_data())
@@ -360,7 +374,7 @@ def test_429_is_retried_within_the_deadline(proxy: FaultProxy) -> None:
         assert store.read("lease") == created
 
 
-def test_persistent_429_gives_a_retryable_unavailable_error(proxy: FaultProxy) -> None:
+def test_persistent_429_gives_a_retryable_unavailable_error(proxy: ThrottlingProxy) -> None:
     with GCSStorage.from_url(_url(proxy.address, "throttled", "timeout=1&deadline=1.5")) as store:
         proxy.throttle = 10_000
         with pytest.raises(StorageUnavailableError, match="429") as info:

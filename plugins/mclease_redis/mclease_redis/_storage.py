@@ -14,11 +14,13 @@ after sending a write means it may have been applied (:class:`OutcomeUnknownErro
 
 The password (and an ACL user name) comes from exactly one of the URL's user info, the option
 ``password_file=`` (a mounted Secret) or ``$MCLEASE_STORAGE_PASSWORD``, resolved by the core's
-:func:`mclease_core._urls.credentials`. redis-py asks a credential provider for them on every new
-connection, and ours reads the files again then: a rotated Secret is used by the next connection,
-while connected ones stay authenticated. The URL handed to redis-py has no user info, every
-message names the URL through :func:`redact`, and a refused password is a
-:class:`ConfigurationError` (retrying cannot help) that says where the password came from.
+:class:`~mclease_core.plugin.StorageURL` (the one URL parser). redis-py asks a credential
+provider for them on every new connection, and ours reads the files again then: a rotated Secret
+is used by the next connection, while connected ones stay authenticated. The URL handed to
+redis-py has no user info (:meth:`StorageURL.without_credentials`), every message names the URL
+redacted, and a refused password is a :class:`ConfigurationError` (retrying cannot help) that says
+where the password came from. Every redis-py exception is mapped in one table
+(:meth:`RedisStorage._error_map`, through :func:`~mclease_core.plugin.map_errors`).
 
 Not for: stores that must survive a failover without losing writes. Redis replication is
 asynchronous; a promoted replica can lack acknowledged writes, so two leaders are possible after a
@@ -28,7 +30,6 @@ the shard that owns the lease's slot, or at a single server.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,52 +40,63 @@ from redis.connection import ConnectionPool, parse_url
 from redis.credentials import CredentialProvider
 from redis.retry import Retry
 
-from mclease_core import (
-    CREDENTIAL_OPTIONS,
+from mclease_core._limits import excerpt
+from mclease_core.plugin import (
     PASSWORD_ENV,
     Capabilities,
     ConfigurationError,
-    CorruptRecordError,
     Credentials,
-    LeaseAlreadyExistsError,
-    LeaseConflictError,
+    ErrorMap,
     LeaseData,
-    LeaseNotFoundError,
     LeaseObject,
-    OutcomeUnknownError,
+    MCLeaseError,
+    Option,
     Storage,
     StorageError,
-    StorageUnavailableError,
-    credentials,
+    StorageURL,
+    already_exists,
+    conflict,
+    corrupt,
     decode_lease_data,
     encode_lease_data,
-    redact,
-    reject_stray_at,
-    seconds_option,
-    url_options,
+    map_errors,
+    not_found,
+    outcome_unknown,
+    permission_denied,
+    read_only,
+    unavailable,
     validate_key,
 )
-from mclease_core._limits import excerpt
 
 from . import _scripts
 
 DEFAULT_PREFIX = "mclease"
 DEFAULT_TIMEOUT = 5.0
-_OUR_OPTIONS = {"prefix", "timeout"}
-_TLS_OPTIONS = {
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-    "ssl_check_hostname",
-}
-_PASSED_OPTIONS = _TLS_OPTIONS | {"client_name"}
+PREFIX = Option.text("prefix", DEFAULT_PREFIX)
+TIMEOUT = Option.seconds("timeout", DEFAULT_TIMEOUT)
+_TLS_OPTIONS = tuple(
+    Option.text(name, driver=True, tls_only=True)
+    for name in (
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+    )
+)
+OPTIONS: tuple[Option[Any], ...] = (
+    PREFIX,
+    TIMEOUT,
+    Option.text("client_name", driver=True),
+    *_TLS_OPTIONS,
+)
+"""The URL options: ours, and those handed through to redis-py (TLS ones only on rediss://)."""
 _USAGE = (
     "expected redis://[user@]host[:port][/db][?prefix=NAME&timeout=SECONDS&password_file=PATH"
     "&username_file=PATH] (or the password in $MCLEASE_STORAGE_PASSWORD, or "
     "redis://[user]:password@host...) or rediss://... for TLS"
 )
-_UNAVAILABLE_REPLIES = {"CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN", "BUSY"}
+_UNAVAILABLE_REPLIES = {"CLUSTERDOWN", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY"}
 
 
 def escape(text: str) -> str:
@@ -116,22 +128,24 @@ class RedisStorage(Storage):
     def from_url(cls, url: str) -> RedisStorage:
         """Open a store from a ``redis://`` or ``rediss://`` URL without connecting (but reading
         a ``password_file``, so that a wrong path fails here)."""
-        parts = urllib.parse.urlsplit(url)
-        options = _parse_options(url, parts)
-        provider = _credential_provider(credentials(parts, options, backend="redis"))
-        prefix = options.pop("prefix", DEFAULT_PREFIX)
-        timeout = seconds_option(options, "timeout", DEFAULT_TIMEOUT, url=url, backend="redis")
-        for name in ("timeout", *CREDENTIAL_OPTIONS):
-            options.pop(name, None)
-        # redis-py never sees the user info: the provider hands it the credentials
-        anonymous = parts._replace(
-            netloc=parts.netloc.rpartition("@")[2], query=urllib.parse.urlencode(options)
+        parsed = StorageURL.parse(
+            url,
+            backend="redis",
+            schemes=("redis", "rediss"),
+            options=OPTIONS,
+            tls_schemes=("rediss",),
+            usage=_USAGE,
         )
-        try:  # redis-py parses the options it knows, ``timeout`` (a float) among them
-            kwargs = parse_url(urllib.parse.urlunsplit(anonymous))  # type: ignore[no-untyped-call]
+        database = parsed.path.strip("/")
+        if database and not database.isdigit():
+            raise parsed.error("the path must be a database number")
+        provider = _credential_provider(parsed.credentials)
+        timeout = parsed.get(TIMEOUT)
+        # redis-py never sees the user info: the provider hands it the credentials
+        try:  # redis-py parses the options it knows (the TLS ones, client_name)
+            kwargs = parse_url(parsed.without_credentials())  # type: ignore[no-untyped-call]
         except ValueError as exc:
-            raise ConfigurationError(f"invalid redis URL {redact(url)!r}: {exc}") from exc
-        kwargs.pop("timeout", None)
+            raise parsed.error(str(exc)) from exc
         pool = ConnectionPool(
             **kwargs,
             credential_provider=provider,
@@ -139,7 +153,7 @@ class RedisStorage(Storage):
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(pool, prefix=prefix, timeout=timeout, scheme=parts.scheme)
+        return cls(pool, prefix=parsed.get(PREFIX), timeout=timeout, scheme=parsed.scheme)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -159,9 +173,9 @@ class RedisStorage(Storage):
         with self._errors(key, write=False):
             raw, version = self._command("HMGET", record, "data", "version")
         if raw is None and version is None:
-            raise LeaseNotFoundError("no lease record", key=key, backend=self.scheme)
+            raise not_found(key, self.scheme)
         if raw is None or version is None:
-            raise self._corrupt(key, "the record hash lacks its data or version field")
+            raise corrupt(key, self.scheme, "the record hash lacks its data or version field")
         data = decode_lease_data(raw, key=key, backend=self.scheme)
         return LeaseObject(data, self._version(key, version))
 
@@ -170,9 +184,7 @@ class RedisStorage(Storage):
         with self._errors(key, write=True):
             status, *rest = self._script(_scripts.CREATE, keys, encode_lease_data(data))
         if status != _scripts.CREATED:
-            raise LeaseAlreadyExistsError(
-                "lease record already exists", key=key, backend=self.scheme
-            )
+            raise already_exists(key, self.scheme)
         return LeaseObject(data, int(rest[0]))
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
@@ -188,12 +200,6 @@ class RedisStorage(Storage):
             answer = self._script(_scripts.DELETE, keys, str(version))
         self._check_swap(key, version, answer)
 
-    def put_raw(self, key: str, raw: bytes, version: int = 1) -> None:
-        """Store ``raw`` as the record under ``key``, bypassing the codec (tests of corruption)."""
-        record, _ = self.keys(key)
-        with self._errors(key, write=True):
-            self._command("HSET", record, "data", raw, "version", str(version))
-
     def close(self) -> None:
         self._pool.disconnect()
 
@@ -202,27 +208,17 @@ class RedisStorage(Storage):
     def _check_swap(self, key: str, expected: int, answer: list[Any]) -> None:
         status = answer[0]
         if status == _scripts.MISSING_OR_PRESENT:
-            raise LeaseConflictError(
-                f"expected version {expected}, but the record does not exist",
-                key=key,
-                backend=self.scheme,
-            )
+            raise conflict(key, self.scheme, expected=expected, missing=True)
         if status == _scripts.MISMATCH:
             stored = answer[1].decode("ascii", "replace")
-            raise LeaseConflictError(
-                f"expected version {expected}, stored version is {stored}",
-                key=key,
-                backend=self.scheme,
-            )
+            raise conflict(key, self.scheme, expected=expected, stored=stored)
 
     @property
     def _provider(self) -> _FileCredentials | None:
         provider = self._pool.connection_kwargs.get("credential_provider")
         return provider if isinstance(provider, _FileCredentials) else None
 
-    def _credentials_refused(
-        self, where: str, exc: redis.AuthenticationError
-    ) -> ConfigurationError:
+    def _credentials_refused(self, where: str, exc: Exception) -> ConfigurationError:
         provider = self._provider
         if provider is None:
             return ConfigurationError(
@@ -231,7 +227,7 @@ class RedisStorage(Storage):
             )
         found = provider.credentials
         user = f" and the user name {found.username!r}" if found.username else ""
-        return ConfigurationError(
+        return permission_denied(
             f"Redis at {where} refused the credentials ({excerpt(self._detail(exc), 80)}); "
             f"check the password in {found.password_from}{user}"
         )
@@ -241,14 +237,21 @@ class RedisStorage(Storage):
         provider = self._provider
         return provider.scrub(str(exc)) if provider is not None else str(exc)
 
-    def _refused(self, key: str, exc: redis.ResponseError) -> StorageError:
-        """An error reply: nothing was applied. Busy or failing-over servers are unavailable."""
+    def _refused(self, key: str, exc: Exception) -> MCLeaseError:
+        """An error reply: nothing was applied. Busy or failing-over servers are unavailable,
+        a replica is read-only, a missing ACL permission is a configuration error."""
         detail = self._detail(exc)
         code = detail.split(" ", 1)[0].upper()
         if code == "WRONGTYPE":
-            return self._corrupt(key, f"a key of the lease has the wrong type ({detail})")
+            return corrupt(key, self.scheme, f"a key of the lease has the wrong type ({detail})")
+        if code == "READONLY":
+            return read_only(f"Redis refused the write: {detail}", key=key, backend=self.scheme)
+        if code == "NOPERM":
+            return permission_denied(
+                f"the Redis ACL user may not run the lease's commands: {detail}"
+            )
         if code in _UNAVAILABLE_REPLIES or "cluster is down" in detail.lower():
-            return StorageUnavailableError(
+            return unavailable(
                 f"Redis cannot serve the lease now: {detail}", key=key, backend=self.scheme
             )
         if code in ("MOVED", "ASK"):
@@ -264,15 +267,7 @@ class RedisStorage(Storage):
         try:
             return int(raw)
         except ValueError as exc:
-            raise self._corrupt(key, f"version {raw!r} is not an integer") from exc
-
-    def _corrupt(self, key: str, problem: str) -> CorruptRecordError:
-        return CorruptRecordError(
-            f"stored lease record is corrupt: {problem}; delete the record to let electors "
-            "recreate it",
-            key=key,
-            backend=self.scheme,
-        )
+            raise corrupt(key, self.scheme, f"version {raw!r} is not an integer") from exc
 
     def _script(self, script: str, keys: tuple[str, str], *args: str | bytes) -> list[Any]:
         try:
@@ -302,38 +297,45 @@ class RedisStorage(Storage):
     @contextmanager
     def _errors(self, key: str, *, write: bool) -> Iterator[None]:
         """Map redis-py's exceptions to the storage errors, chaining the cause."""
-        where = self._pool.connection_kwargs.get("host", "the server")
-        try:
+        with map_errors(self._error_map(key, write=write), key=key, backend=self.scheme):
             yield
-        except StorageError:
-            raise
-        except _CredentialsUnreadableError as exc:
-            raise exc.error from exc.error.__cause__
-        except redis.AuthenticationError as exc:
-            raise self._credentials_refused(where, exc) from exc
-        except _NotSentError as exc:
-            raise StorageUnavailableError(
-                f"cannot reach Redis at {where}: {exc}", key=key, backend=self.scheme
-            ) from exc.__cause__
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+
+    def _error_map(self, key: str, *, write: bool) -> ErrorMap:
+        """What each redis-py exception means for an operation on ``key``: before anything was
+        sent (connecting) it is unavailable; after a write was sent, outcome unknown."""
+        where = self._pool.connection_kwargs.get("host", "the server")
+        backend = self.scheme
+
+        def lost(exc: Exception) -> MCLeaseError:
+            detail = self._detail(exc)
             if write:
-                raise OutcomeUnknownError(
+                return outcome_unknown(
                     f"the connection to Redis at {where} failed after the write was sent "
-                    f"({self._detail(exc)}); it may have been applied: re-read the record",
+                    f"({detail})",
                     key=key,
-                    backend=self.scheme,
-                ) from exc
-            raise StorageUnavailableError(
-                f"Redis at {where} did not answer: {self._detail(exc)}",
-                key=key,
-                backend=self.scheme,
-            ) from exc
-        except redis.ResponseError as exc:
-            raise self._refused(key, exc) from exc
-        except redis.RedisError as exc:
-            raise StorageError(
-                f"Redis failed: {self._detail(exc)}", key=key, backend=self.scheme
-            ) from exc
+                    backend=backend,
+                )
+            return unavailable(
+                f"Redis at {where} did not answer: {detail}", key=key, backend=backend
+            )
+
+        return {
+            _CredentialsUnreadableError: lambda exc: _unwrap(exc),
+            redis.AuthenticationError: lambda exc: self._credentials_refused(where, exc),
+            _NotSentError: lambda exc: unavailable(
+                f"cannot reach Redis at {where}: {exc}", key=key, backend=backend
+            ),
+            (redis.ConnectionError, redis.TimeoutError): lost,
+            redis.ResponseError: lambda exc: self._refused(key, exc),
+            redis.RedisError: lambda exc: StorageError(
+                f"Redis failed: {self._detail(exc)}", key=key, backend=backend
+            ),
+        }
+
+
+def _unwrap(exc: Exception) -> ConfigurationError:
+    assert isinstance(exc, _CredentialsUnreadableError)
+    return exc.error
 
 
 class _NotSentError(Exception):
@@ -379,17 +381,3 @@ def _credential_provider(found: Credentials) -> _FileCredentials | None:
             )
         return None
     return _FileCredentials(found)
-
-
-def _parse_options(url: str, parts: urllib.parse.SplitResult) -> dict[str, str]:
-    reject_stray_at(url, backend="redis")
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname or parts.fragment:
-        raise ConfigurationError(f"invalid redis URL {redact(url)!r}: {_USAGE}")
-    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise ConfigurationError(
-            f"invalid redis URL {redact(url)!r}: the path must be a database number"
-        )
-    options = url_options(url, _OUR_OPTIONS | _PASSED_OPTIONS | CREDENTIAL_OPTIONS, backend="redis")
-    if parts.scheme == "redis" and set(options) & _TLS_OPTIONS:
-        raise ConfigurationError(f"TLS options need the rediss:// scheme in {redact(url)!r}")
-    return options

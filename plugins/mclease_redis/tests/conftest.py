@@ -7,28 +7,24 @@ without it the tests fail, they do not skip.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
-from mclease_core.testing import ServerProcess, server_or_fail
-from mclease_dev.servers import redis_server
-
-
-@contextmanager
-def _start_redis(*extra: str) -> Iterator[ServerProcess]:
-    with server_or_fail(redis_server(*extra)) as server:
-        yield server
+from mclease_core.testing import ServerProcess
+from mclease_dev.servers import redis_server, started_or_fail
 
 
 @pytest.fixture(scope="session")
 def start_redis() -> Callable[..., AbstractContextManager[ServerProcess]]:
     """Start another redis-server (``with start_redis("--requirepass", "pw") as server:``)."""
-    return _start_redis
+    return started_or_fail(redis_server)
 
 
 @pytest.fixture(scope="session", name="redis_server")
-def shared_redis_server() -> Iterator[ServerProcess]:
+def shared_redis_server(
+    start_redis: Callable[..., AbstractContextManager[ServerProcess]],
+) -> Iterator[ServerProcess]:
     """One redis-server shared by the tests that do not stop it."""
-    with _start_redis() as server:
+    with start_redis() as server:
         yield server

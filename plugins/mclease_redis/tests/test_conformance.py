@@ -1,33 +1,22 @@
-"""The shared storage conformance suite against a real redis-server."""
+"""The shared storage conformance suite, fault tests included, against a real redis-server."""
 
 from __future__ import annotations
 
 import pytest
+import redis
 
-from mclease_core import Storage
-from mclease_core.conformance import StorageConformance, StorageHarness
-from mclease_core.testing import ServerProcess, free_port
+from mclease_core.conformance import ServerHarness, StorageConformance, StorageHarness
+from mclease_core.testing import ServerProcess
 from mclease_redis import RedisStorage
 
 
-class RedisHarness(StorageHarness):
-    unavailable_within = 5.0
-
-    def __init__(self, server: ServerProcess):
-        self.server = server
-
-    def url(self, namespace: str) -> str:
-        return f"redis://{self.server.address}/0?prefix=conformance-{namespace}&timeout=5"
-
-    def open(self, namespace: str) -> Storage:
-        return RedisStorage.from_url(self.url(namespace))
-
-    def open_unreachable(self) -> Storage:
-        return RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0?timeout=1")
+class RedisHarness(ServerHarness):
+    url_template = "redis://{address}/0?prefix=conformance-{namespace}&timeout={timeout}"
 
     def corrupt(self, namespace: str, key: str) -> None:
-        with RedisStorage.from_url(self.url(namespace)) as store:
-            store.put_raw(key, b"{not json")
+        record, _ = RedisStorage.from_url(self.url(namespace)).keys(key)
+        with redis.Redis(host=self.process.host, port=self.process.port) as client:
+            client.hset(record, mapping={"data": b"{not json", "version": "1"})
 
 
 class TestRedisBackend(StorageConformance):

@@ -2,7 +2,7 @@
 // tests: client-go's tools/leaderelection elector, unchanged, with a resourcelock.Interface of
 // its own (lock.go) that speaks mclease's lock protocol against a MultiClusterLease.
 //
-// It is the Go twin of tests/e2e/candidate.py and records the same files. It campaigns forever
+// It is the Go twin of devtools/mclease_dev/candidate.py and records the same files. It campaigns forever
 // (a new LeaderElector after each lost term). While it leads, its "work" appends a heartbeat line
 // "<CLOCK_MONOTONIC seconds> <identity> <term>" to --heartbeats every 20 ms. --events gets, on
 // the same clock:

@@ -12,27 +12,30 @@ import fcntl
 import json
 import os
 import threading
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mclease_core import (
+from mclease_core.plugin import (
     Backend,
     Capabilities,
-    ConfigurationError,
-    LeaseAlreadyExistsError,
-    LeaseConflictError,
     LeaseData,
-    LeaseNotFoundError,
     LeaseObject,
+    Option,
     Storage,
     StorageUnavailableError,
+    StorageURL,
+    already_exists,
+    conflict,
     decode_lease_data,
     encode_lease_data,
     hookimpl,
+    map_errors,
+    not_found,
     validate_key,
 )
+
+PREFIX = Option.text("prefix")
 
 
 class JsonFileStorage(Storage):
@@ -43,13 +46,18 @@ class JsonFileStorage(Storage):
 
     @classmethod
     def from_url(cls, url: str) -> JsonFileStorage:
-        parts = urllib.parse.urlsplit(url)
-        if parts.netloc or not parts.path:
-            raise ConfigurationError(
-                f"invalid jsonfile URL {url!r}: expected jsonfile:///path.json"
-            )
-        prefix = dict(urllib.parse.parse_qsl(parts.query)).get("prefix", "")
-        return cls(Path(parts.path), prefix)
+        parsed = StorageURL.parse(
+            url,
+            backend="jsonfile",
+            schemes=("jsonfile",),
+            options=[PREFIX],
+            hosts="none",
+            takes_credentials=False,
+            usage="expected jsonfile:///path.json[?prefix=NAME]",
+        )
+        if not parsed.path:
+            raise parsed.error("the path of the JSON file is missing")
+        return cls(Path(parsed.path), parsed.get(PREFIX))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -59,7 +67,7 @@ class JsonFileStorage(Storage):
         with self._locked(key) as state:
             record = state["records"].get(self._full(key))
         if record is None:
-            raise LeaseNotFoundError("no lease record", key=key, backend="jsonfile")
+            raise not_found(key, "jsonfile")
         return LeaseObject(
             decode_lease_data(record["data"], key=key, backend="jsonfile"), record["version"]
         )
@@ -67,9 +75,7 @@ class JsonFileStorage(Storage):
     def create(self, key: str, data: LeaseData) -> LeaseObject:
         with self._locked(key, write=True) as state:
             if self._full(key) in state["records"]:
-                raise LeaseAlreadyExistsError(
-                    "lease record already exists", key=key, backend="jsonfile"
-                )
+                raise already_exists(key, "jsonfile")
             return self._store(state, key, data)
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
@@ -100,18 +106,16 @@ class JsonFileStorage(Storage):
 
     def _check(self, state: dict[str, Any], key: str, version: int) -> None:
         record = state["records"].get(self._full(key))
-        if record is None or record["version"] != version:
-            raise LeaseConflictError(f"expected version {version}", key=key, backend="jsonfile")
+        if record is None:
+            raise conflict(key, "jsonfile", expected=version, missing=True)
+        if record["version"] != version:
+            raise conflict(key, "jsonfile", expected=version, stored=record["version"])
 
     @contextlib.contextmanager
     def _locked(self, key: str, write: bool = False) -> Iterator[dict[str, Any]]:
         validate_key(key)
-        try:
+        with map_errors({OSError: StorageUnavailableError}, key=key, backend="jsonfile"):
             lock = open(self.path.with_suffix(".lock"), "a")  # noqa: SIM115
-        except OSError as exc:
-            raise StorageUnavailableError(
-                f"cannot open {self.path}: {exc}", key=key, backend="jsonfile"
-            ) from exc
         with self._thread_lock, lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = (

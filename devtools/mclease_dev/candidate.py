@@ -1,23 +1,31 @@
-"""An application pod, as a process: the standard Python elector with ``MultiClusterLeaseLock``.
+"""The recording candidate: an application pod, as a process, with the standard Python elector
+and ``MultiClusterLeaseLock``. Run it as ``python -m mclease_dev.candidate``.
 
-For: the end-to-end tests and the multi-cluster demo. It campaigns forever with
-``kubernetes.leaderelection.LeaderElection`` unchanged (a new ``LeaderElection`` after each lost
-term, since the standard elector returns after one). While it leads, its "work" appends a
-heartbeat line ``<time.monotonic()> <identity> <term>`` to ``--heartbeats`` every 20 ms;
-``CLOCK_MONOTONIC`` is shared by all processes of the machine, so the spans of these lines are
-the leadership intervals, also when the process is killed with -9.
+For: the end-to-end and deployment tests, the multi-cluster demo and the controller benchmarks
+(one double, so that what the tests check and what the benchmarks measure is the same program).
+It campaigns forever with ``kubernetes.leaderelection.LeaderElection`` unchanged (a new
+``LeaderElection`` after each lost term, since the standard elector returns after one). While it
+leads, its "work" appends a heartbeat line ``<time.monotonic()> <identity> <term>`` to
+``--heartbeats`` (if given) every 20 ms; ``CLOCK_MONOTONIC`` is shared by all processes of the
+machine, so the spans of these lines are the leadership intervals, also when the process is
+killed with -9.
 
 ``--events`` gets one line per lock call and per callback, on the same clock::
 
     call <start> <end> <ok> <get|create|update>  every lock call and its answer (for create and
                                                 update, ok means confirmed)
-    started <t> <term>                          onstarted_leading ran
+    started <t> <term>                          onstarted_leading ran: the work starts
     stopped <t> <term>                          onstopped_leading returned (the work has stopped)
-    released <t> <ok>                           after SIGTERM: the empty holder written (or not)
+    releasing <t>                               after SIGTERM, the work stopped; release() next
+    released <t> <ok>                           release() returned (empty holder written or not)
 
-SIGTERM is a graceful stop: stop the work (no heartbeat after this), then
-``MultiClusterLeaseLock.release()`` writes an empty ``spec.holderIdentity`` so the controller
-releases the global lease at once, then exit 0.
+:mod:`mclease_dev.records` reads both files back. SIGTERM is a graceful stop: stop the work (no
+heartbeat after this), then ``MultiClusterLeaseLock.release()`` writes an empty
+``spec.holderIdentity`` so the controller releases the global lease at once, then exit 0.
+
+It imports nothing of this harness (only the standard library, ``kubernetes`` and
+``mclease_core``), so that it also runs as a plain script in an environment installed from the
+release wheels alone (``tests/deploy``), from :data:`mclease_dev.multicluster.CANDIDATE_SCRIPT`.
 
 Not for: production use (it is a test double of an application), nor anything the lock or the
 elector should do themselves: the lock is subclassed only to record its calls' timing and result.
@@ -62,37 +70,41 @@ class Events:
 
 
 class RecordingLock(MultiClusterLeaseLock):
-    """The product's lock, unchanged, with each create/update call's timing written down."""
+    """The product's lock, unchanged, with each call's timing and answer written down."""
 
     events: Events
+
+    def _record(self, kind: str, started: float, ok: bool) -> None:
+        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(ok), kind)
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
         started = time.monotonic()
         found, record = super().get(name, namespace)
-        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(found), "get")
+        self._record("get", started, found)
         return found, record
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
         started = time.monotonic()
         ok = super().create(name, namespace, election_record)
-        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(ok), "create")
+        self._record("create", started, ok)
         return ok
 
     def update(self, name: str, namespace: str, updated_record: Any) -> bool:
         started = time.monotonic()
         ok = super().update(name, namespace, updated_record)
-        self.events.write("call", f"{started:.6f}", f"{time.monotonic():.6f}", int(ok), "update")
+        self._record("update", started, ok)
         return ok
 
 
 class Term:
-    """One election round's work: heartbeats from ``onstarted_leading`` until :meth:`stop`.
+    """One election round's work: heartbeats (if there is a ``heartbeats`` file) from
+    ``onstarted_leading`` until :meth:`stop`.
 
     A round's ``onstarted_leading`` runs in a thread the elector starts, which may begin only
     after the round already ended; :meth:`stop` makes such a late start a no-op.
     """
 
-    def __init__(self, number: int, identity: str, heartbeats: Path, events: Events):
+    def __init__(self, number: int, identity: str, heartbeats: Path | None, events: Events):
         self.number = number
         self.identity = identity
         self.heartbeats = heartbeats
@@ -110,6 +122,9 @@ class Term:
             self._started = True
         self.events.write("started", f"{time.monotonic():.6f}", self.number)
         try:
+            if self.heartbeats is None:
+                self._stop.wait()
+                return
             with self.heartbeats.open("a", buffering=1) as out:
                 while not self._stop.is_set():
                     out.write(f"{time.monotonic():.6f} {self.identity} {self.number}\n")
@@ -148,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--name", required=True, help="the MultiClusterLease name")
     parser.add_argument("--identity", required=True)
-    parser.add_argument("--heartbeats", type=Path, required=True)
+    parser.add_argument("--heartbeats", type=Path, help="the heartbeat file (none: no beats)")
     parser.add_argument("--events", type=Path, required=True)
     parser.add_argument("--lease-duration", type=int, default=6)
     parser.add_argument("--renew-deadline", type=int, default=2)
@@ -184,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if term is not None:
             term.stop()
+        events.write("releasing", f"{time.monotonic():.6f}")
         released = lock.release()
         events.write("released", f"{time.monotonic():.6f}", int(released))
     return 0

@@ -1,15 +1,15 @@
-"""The moving parts of the end-to-end tests and the multi-cluster demo, without pytest.
+"""mclease on several clusters of the test bed: the CRD, the RBAC, controllers and candidates.
 
-For: preparing real clusters of the test bed (``tests/kube/testbed.py``) for mclease (the CRD, the
+For: preparing real clusters of the test bed (:mod:`mclease_dev.kube`) for mclease (the CRD, the
 controller's RBAC from ``config/rbac/``, a candidate service account per namespace), starting
-and stopping election controller and candidate processes, and reading what the candidates
-recorded: leadership intervals from their heartbeat files (``tests/e2e/candidate.py``) and the
-timing of their lock calls. ``tests/e2e/conftest.py`` wraps this in fixtures;
-``demo/multicluster_demo.py`` uses it directly.
+and stopping election controller and recording candidate (:mod:`mclease_dev.candidate`)
+processes, and judging what the candidates recorded (:mod:`mclease_dev.records`): leadership
+intervals, overlaps, the timing of their lock calls. ``tests/e2e/conftest.py`` wraps this in
+fixtures; ``tests/deploy``, ``demo/multicluster_demo.py`` and the controller benchmarks use it
+directly.
 
-Every process is started in its own session with ``PR_SET_PDEATHSIG`` (it dies with the process
-that started it) and is stopped with SIGTERM, then SIGKILL; :class:`ProcessGroup` stops all it
-started.
+Every process is a :class:`~mclease_dev.processes.ManagedProcess` (own session, dies with its
+parent, SIGTERM then SIGKILL); :class:`ProcessGroup` stops all it started.
 
 Not for: assertions about the product (the tests make those) or starting the API servers (the
 test bed does that).
@@ -19,27 +19,61 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from mclease_core._crd import CRD_NAME, crd_manifest
 from mclease_core.kube._resource import GROUP, PLURAL, VERSION, LeaseView
-from mclease_core.testing import free_port, preexec_dying_with_parent
-from tests.kube.testbed import REPO_ROOT, KubeCluster, apply_manifest, wait_crd_established
+from mclease_core.testing import free_port, wait_until
+
+from . import REPO_ROOT
+from .kube import KubeCluster, apply_manifest, wait_crd_established
+from .processes import ManagedProcess, http_get, mclease_command, probe
+from .records import HEARTBEAT_FRESH, CandidateRecords, Interval, LockCall
+
+__all__ = [
+    "CANDIDATE_ACCOUNT",
+    "CANDIDATE_SCRIPT",
+    "CONTROLLER_ACCOUNT",
+    "CONTROLLER_NAMESPACE",
+    "CONTROLLER_RETRY_PERIOD",
+    "HEARTBEAT_FRESH",
+    "LEASE_DURATION",
+    "LEASE_NAME",
+    "RENEW_DEADLINE",
+    "RETRY_PERIOD",
+    "CandidateProcess",
+    "ControllerProcess",
+    "Interval",
+    "LockCall",
+    "ProcessGroup",
+    "Site",
+    "all_intervals",
+    "confirmation_bound",
+    "describe",
+    "go_candidate_binary",
+    "go_confirmation_bound",
+    "leaders_now",
+    "new_namespace_name",
+    "overlaps",
+    "prepare_cluster",
+    "prepare_namespace",
+    "probe",
+    "wait_for_leader",
+]
 
 CANDIDATE_SCRIPT = Path(__file__).with_name("candidate.py")
+"""The recording candidate as a script, for an interpreter without this harness installed."""
+CANDIDATE_PROGRAM = (sys.executable, "-m", "mclease_dev.candidate")
 RBAC_DIR = REPO_ROOT / "config" / "rbac"
 CONTROLLER_NAMESPACE = "mclease-system"
 CONTROLLER_ACCOUNT = "mclease-controller"
@@ -54,26 +88,6 @@ D=6 keeps the crash-failover bound D + 2P at 8 s. The lock refuses R=3 with D=6 
 times the confirmation latency measured here, and still gives a leader a second renewal try."""
 CONTROLLER_RETRY_PERIOD = 0.5
 """How often a controller reconciles a lease without a change (reads the global record)."""
-HEARTBEAT_FRESH = 0.15
-"""A candidate whose last heartbeat is younger than this is leading now (beats every 20 ms)."""
-
-_T = TypeVar("_T")
-
-
-def wait_for(
-    predicate: Callable[[], _T | None], *, timeout: float, message: str, interval: float = 0.02
-) -> _T:
-    """Poll ``predicate`` until it returns a true value; :class:`TimeoutError` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {message}")
-        time.sleep(interval)
-
-
 # ----- clusters ---------------------------------------------------------------------------------
 
 
@@ -154,95 +168,6 @@ class Site:
 # ----- processes --------------------------------------------------------------------------------
 
 
-class ManagedProcess:
-    """A child process with its own session and log file."""
-
-    STOP_TIMEOUT = 10.0
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path):
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env: dict[str, str] | None = None
-        """The whole environment to run with; default: this one, with the repository on
-        PYTHONPATH and no KUBECONFIG."""
-        self.cwd: Path = REPO_ROOT
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.killed_at: float | None = None
-        """Monotonic time of the SIGKILL sent by :meth:`kill`."""
-
-    def start(self) -> None:
-        env = self.env
-        if env is None:
-            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-            env.pop("KUBECONFIG", None)
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                env=env,
-                preexec_fn=preexec_dying_with_parent(own_session=True),
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None, f"{self.name} was not started"
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def kill(self) -> float:
-        """SIGKILL (a crash: no handler runs); returns the monotonic time it was sent."""
-        assert self.popen is not None, f"{self.name} was not started"
-        self.killed_at = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(self.STOP_TIMEOUT)
-        return self.killed_at
-
-    def terminate(self, timeout: float | None = None) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
-        popen = self.popen
-        if popen is None:
-            return None
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGTERM)
-            try:
-                popen.wait(self.STOP_TIMEOUT if timeout is None else timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait(self.STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError):  # anything left in its session
-            os.killpg(popen.pid, signal.SIGKILL)
-        return popen.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-    def __repr__(self) -> str:
-        pid = self.popen.pid if self.popen else None
-        return f"<{type(self).__name__} {self.name} pid={pid}>"
-
-
-def probe(port: int, path: str) -> bool:
-    """A kubelet-style HTTP probe of ``127.0.0.1:port``: true on 200, false otherwise."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as answer:
-            return bool(answer.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
 class ControllerProcess(ManagedProcess):
     """``mclease controller`` for one cluster, watching one namespace."""
 
@@ -253,62 +178,57 @@ class ControllerProcess(ManagedProcess):
         workdir: Path,
         *,
         tag: str = "",
+        retry_period: float = CONTROLLER_RETRY_PERIOD,
+        metrics: bool = False,
         extra_args: Sequence[str] = (),
     ):
         self.site = site
         self.health_port = free_port()
+        self.metrics_port: int | None = free_port() if metrics else None
+        """Where ``/metrics`` is served (``None``: not served)."""
         name = f"controller-{site.name}{tag}"
-        argv = [
-            sys.executable, "-m", "mclease_core._cli", "controller",
-            "--cluster-name", site.name,
-            "--storage", storage_url,
-            "--kubeconfig", str(site.controller_kubeconfig),
-            "--namespace", site.namespace,
-            "--retry-period", str(CONTROLLER_RETRY_PERIOD),
-            "--metrics-bind-address", "0",
-            "--health-probe-bind-address", f"127.0.0.1:{self.health_port}",
+        metrics_address = "0" if self.metrics_port is None else f"127.0.0.1:{self.metrics_port}"
+        argv = mclease_command(
+            "controller",
+            *("--cluster-name", site.name),
+            *("--storage", storage_url),
+            *("--kubeconfig", str(site.controller_kubeconfig)),
+            *("--namespace", site.namespace),
+            *("--retry-period", str(retry_period)),
+            *("--metrics-bind-address", metrics_address),
+            *("--health-probe-bind-address", f"127.0.0.1:{self.health_port}"),
             *extra_args,
-        ]  # fmt: skip
+        )
         super().__init__(name, argv, workdir / f"{name}.log")
 
     def ready(self) -> bool:
         return probe(self.health_port, "/readyz")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        def check() -> bool:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited; its log:\n{self.log_tail()}")
-            return self.ready()
+        self.wait_until(self.ready, timeout=timeout, message=f"{self.name} to be ready")
 
-        wait_for(check, timeout=timeout, message=f"{self.name} to be ready", interval=0.05)
-
-
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """One leadership term of one candidate: the span of its heartbeats."""
-
-    candidate: str
-    term: int
-    start: float
-    end: float
-
-    @property
-    def length(self) -> float:
-        return self.end - self.start
+    def metrics(self) -> dict[str, float]:
+        """The Prometheus text of ``/metrics`` as ``{'name{labels}': value}``."""
+        assert self.metrics_port is not None, f"{self.name} serves no metrics"
+        status, text = http_get(self.metrics_port, "/metrics")
+        if status != 200:
+            raise RuntimeError(f"{self.name}: the metrics endpoint answered {status}")
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
 
 
-@dataclasses.dataclass(frozen=True)
-class LockCall:
-    """One create/update of the candidate's lock: when it started and ended, and its answer."""
+class CandidateProcess(ManagedProcess, CandidateRecords):
+    """The recording candidate (:mod:`mclease_dev.candidate`) in one site, campaigning forever;
+    what it recorded is read with the :class:`~mclease_dev.records.CandidateRecords` methods.
 
-    start: float
-    end: float
-    ok: bool
-    kind: str
-
-
-class CandidateProcess(ManagedProcess):
-    """``tests/e2e/candidate.py``: the standard elector with our lock, campaigning forever."""
+    ``timing`` is (D, R, P), default the module's; ``heartbeats=False`` runs it without a
+    heartbeat file (then :meth:`in_term` tells whether it leads); ``program`` is the command
+    that runs it (another interpreter, the Go candidate).
+    """
 
     def __init__(
         self,
@@ -318,80 +238,34 @@ class CandidateProcess(ManagedProcess):
         *,
         label: str | None = None,
         lease_name: str = LEASE_NAME,
-        program: Sequence[str] = (sys.executable, str(CANDIDATE_SCRIPT)),
+        timing: tuple[int, int, int] = (LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD),
+        heartbeats: bool = True,
+        program: Sequence[str] = CANDIDATE_PROGRAM,
     ):
         self.site = site
-        self.identity = identity
-        self.label = label or f"{site.name}/{identity}"
-        safe = self.label.replace("/", "-")
-        self.heartbeats = workdir / f"{safe}.beats"
-        self.events = workdir / f"{safe}.events"
+        label = label or f"{site.name}/{identity}"
+        safe = label.replace("/", "-")
+        CandidateRecords.__init__(
+            self,
+            identity,
+            label,
+            events=workdir / f"{safe}.events",
+            heartbeats=workdir / f"{safe}.beats" if heartbeats else None,
+        )
+        duration, renew_deadline, retry_period = timing
         argv = [
             *program,
-            "--kubeconfig", str(site.candidate_kubeconfig),
-            "--namespace", site.namespace,
-            "--name", lease_name,
-            "--identity", identity,
-            "--heartbeats", str(self.heartbeats),
-            "--events", str(self.events),
-            "--lease-duration", str(LEASE_DURATION),
-            "--renew-deadline", str(RENEW_DEADLINE),
-            "--retry-period", str(RETRY_PERIOD),
-        ]  # fmt: skip
-        super().__init__(f"candidate-{safe}", argv, workdir / f"candidate-{safe}.log")
-
-    # -- what it recorded --
-
-    def beats(self) -> list[tuple[float, int]]:
-        """Every complete heartbeat line: ``(monotonic time, term)``."""
-        try:
-            text = self.heartbeats.read_text()
-        except FileNotFoundError:
-            return []
-        rows = []
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == self.identity:
-                rows.append((float(parts[0]), int(parts[2])))
-        return rows
-
-    def intervals(self) -> list[Interval]:
-        terms: dict[int, list[float]] = {}
-        for moment, term in self.beats():
-            terms.setdefault(term, []).append(moment)
-        return [
-            Interval(self.label, term, min(times), max(times))
-            for term, times in sorted(terms.items())
+            *("--kubeconfig", str(site.candidate_kubeconfig)),
+            *("--namespace", site.namespace),
+            *("--name", lease_name),
+            *("--identity", identity),
+            *(("--heartbeats", str(self.heartbeats)) if self.heartbeats else ()),
+            *("--events", str(self.events)),
+            *("--lease-duration", str(duration)),
+            *("--renew-deadline", str(renew_deadline)),
+            *("--retry-period", str(retry_period)),
         ]
-
-    def last_beat(self) -> float | None:
-        beats = self.beats()
-        return beats[-1][0] if beats else None
-
-    def leading(self) -> bool:
-        """Heartbeats right now (its last one is younger than :data:`HEARTBEAT_FRESH`)."""
-        last = self.last_beat()
-        return last is not None and time.monotonic() - last < HEARTBEAT_FRESH
-
-    def first_beat_after(self, moment: float) -> float | None:
-        return next((t for t, _ in self.beats() if t > moment), None)
-
-    def event_lines(self) -> list[list[str]]:
-        try:
-            return [line.split() for line in self.events.read_text().splitlines() if line]
-        except FileNotFoundError:
-            return []
-
-    def calls(self) -> list[LockCall]:
-        return [
-            LockCall(float(f[1]), float(f[2]), f[3] == "1", f[4])
-            for f in self.event_lines()
-            if f[0] == "call" and len(f) == 5
-        ]
-
-    def confirmations(self) -> list[LockCall]:
-        """The create/update calls that returned True: the controller confirmed the signal."""
-        return [c for c in self.calls() if c.ok and c.kind in ("create", "update")]
+        ManagedProcess.__init__(self, f"candidate-{safe}", argv, workdir / f"candidate-{safe}.log")
 
 
 class ProcessGroup:
@@ -435,8 +309,7 @@ class ProcessGroup:
         """
         running = [p for p in self.processes if p.alive()]
         for process in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            process.signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in running:
             process.terminate(timeout=max(0.0, deadline - time.monotonic()))
@@ -479,17 +352,16 @@ def wait_for_leader(
     """The first candidate to heartbeat after ``after``, and its first heartbeat after it."""
 
     def first() -> tuple[CandidateProcess, float] | None:
-        for candidate in candidates:
-            if candidate.popen is not None and candidate.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{candidate.name} exited (code {candidate.popen.returncode}); its log:\n"
-                    f"{candidate.log_tail()}"
-                )
+        exited = next((c for c in candidates if c.returncode is not None), None)
+        if exited is not None:
+            raise exited.exited_error("exited while waiting for a leader")
         found = [(c, c.first_beat_after(after)) for c in candidates]
         started = [(c, t) for c, t in found if t is not None]
         return min(started, key=lambda pair: pair[1]) if started else None
 
-    return wait_for(first, timeout=timeout, message="a candidate to lead", interval=0.02)
+    leader = wait_until(first, timeout=timeout, message="a candidate to lead", interval=0.02)
+    assert leader is not None  # wait_until returns only a true value
+    return leader
 
 
 def describe(intervals: Sequence[Interval], origin: float) -> str:

@@ -14,11 +14,9 @@ admission plugin is off (as in controller-runtime's envtest).
 Binaries: ``$KUBEBUILDER_ASSETS`` (a directory with ``kube-apiserver``, ``etcd`` and usually
 ``kubectl``), else the cache that ``hack/kube-assets.sh`` (``make kube-assets``) fills.
 
-Reuse from another conftest (e.g. tests/e2e): put this folder on ``sys.path`` and import the
-module; it has no pytest dependency::
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kube"))
-    from testbed import start_cluster
+Processes are :class:`mclease_dev.processes.ManagedProcess` (own session, log file, SIGTERM
+then SIGKILL); waits are :func:`mclease_core.testing.wait_until`. No pytest dependency: the
+fixtures are in ``tests/kube/conftest.py``; the demo and the benchmarks use it directly.
 """
 
 from __future__ import annotations
@@ -31,10 +29,8 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,13 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mclease_core.testing import free_port, preexec_dying_with_parent
+from mclease_core._closing import Closing
+from mclease_core.testing import free_port, wait_until
+
+from . import REPO_ROOT
+from .processes import ManagedProcess, ProcessExitedError
 
 __all__ = [
     "ETCD_VERSION",
@@ -61,7 +60,7 @@ __all__ = [
     "apply_manifest",
     "find_assets",
     "find_kubectl",
-    "running_cluster",
+    "running_clusters",
     "start_cluster",
     "start_clusters",
     "wait_crd_established",
@@ -70,11 +69,8 @@ __all__ = [
 # Keep in step with hack/kube-assets.sh (the cache folder is keyed by both).
 K8S_VERSION = "1.37.2"
 ETCD_VERSION = "3.7.3"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_CIDR = "10.0.0.0/24"
 START_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 10.0
-_LOG_TAIL_LINES = 40
 
 
 class AssetsMissingError(RuntimeError):
@@ -239,72 +235,19 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
 # --- processes --------------------------------------------------------------------------------
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
-@dataclass
-class _Process:
-    """One control-plane process with its own session (process group) and log file."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=preexec_dying_with_parent(own_session=True),
-            )
-
-    def exited(self) -> int | None:
-        return None if self.popen is None else self.popen.poll()
+class _ControlPlaneProcess(ManagedProcess):
+    """etcd or kube-apiserver: a start failure is a :class:`ClusterStartError` with its log."""
 
     def failure(self, what: str) -> ClusterStartError:
-        return ClusterStartError(
-            f"{self.name} {what} (exit code {self.exited()}); log {self.log_path}, last lines:\n"
-            f"{_tail(self.log_path)}"
-        )
+        return ClusterStartError(str(self.exited_error(what)))
 
-    def stop(self) -> None:
-        """SIGTERM the process group, then SIGKILL it if it lingers; always reap."""
-        popen = self.popen
-        if popen is None:
-            return
-        for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, sig)
-            try:
-                popen.wait(timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Whatever else joined the group (nothing should): make sure it is gone too.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        self.popen = None
-
-
-def _wait_until(
-    check: Callable[[], bool], process: _Process, what: str, timeout: float = START_TIMEOUT_S
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.exited() is not None:
-            raise process.failure(f"exited while waiting for {what}")
-        if check():
-            return
-        time.sleep(0.2)
-    raise process.failure(f"did not become ready ({what}) within {timeout:.0f}s")
+    def wait_ready(self, check: Callable[[], bool], what: str, timeout: float) -> None:
+        try:
+            self.wait_until(check, timeout=timeout, message=what, interval=0.2)
+        except ProcessExitedError as exc:
+            raise ClusterStartError(str(exc)) from exc
+        except AssertionError as exc:  # wait_until's timeout
+            raise self.failure(f"did not become ready ({what}) within {timeout:.0f}s") from exc
 
 
 # --- kubeconfig -------------------------------------------------------------------------------
@@ -332,7 +275,7 @@ def _kubeconfig(
         "current-context": context,
         "preferences": {},
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    return json.dumps(doc, indent=2)  # JSON is YAML: no YAML library needed
 
 
 # --- the cluster ------------------------------------------------------------------------------
@@ -341,7 +284,7 @@ _RUNNING: set[KubeCluster] = set()
 
 
 @dataclass(eq=False)
-class KubeCluster:
+class KubeCluster(Closing):
     """One simulated cluster: an etcd and a kube-apiserver of its own, and their files.
 
     Build it with :func:`start_cluster`; stop it with :meth:`stop` (or use it as a context
@@ -356,7 +299,7 @@ class KubeCluster:
     port: int = field(default_factory=free_port)
     audit: bool = False
     """Record every request (who, verb, resource, response code) in :attr:`audit_log`."""
-    _processes: list[_Process] = field(default_factory=list, repr=False)
+    _processes: list[_ControlPlaneProcess] = field(default_factory=list, repr=False)
     _clients: list[Any] = field(default_factory=list, repr=False)
     _ca: _KeyPair | None = field(default=None, repr=False)
 
@@ -402,16 +345,14 @@ class KubeCluster:
     @property
     def pids(self) -> list[int]:
         """Process ids of etcd and kube-apiserver (each leads its own process group)."""
-        return [p.popen.pid for p in self._processes if p.popen is not None]
+        return [p.pid for p in self._processes if p.popen is not None]
 
     @property
     def running(self) -> bool:
-        return bool(self._processes) and all(p.exited() is None for p in self._processes)
+        return bool(self._processes) and all(p.alive() for p in self._processes)
 
-    def __enter__(self) -> KubeCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """The context manager's exit: :meth:`stop`."""
         self.stop()
 
     # -- start --
@@ -492,7 +433,7 @@ class KubeCluster:
             "omitStages": ["RequestReceived"],
             "rules": [{"level": "Metadata"}],
         }
-        path = _write(self.workdir / "audit-policy.yaml", yaml.safe_dump(policy).encode(), 0o644)
+        path = _write(self.workdir / "audit-policy.yaml", json.dumps(policy).encode(), 0o644)
         return [
             f"--audit-policy-file={path}",
             f"--audit-log-path={self.audit_log}",
@@ -500,15 +441,17 @@ class KubeCluster:
             "--audit-log-mode=blocking",
         ]
 
-    def _launch(self, name: str, argv: list[str]) -> _Process:
-        process = _Process(name, argv, self.workdir / f"{name}.log")
+    def _launch(self, name: str, argv: list[str]) -> _ControlPlaneProcess:
+        process = _ControlPlaneProcess(name, argv, self.workdir / f"{name}.log")
         self._processes.append(process)
         process.start()
         return process
 
     def _etcd_healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.etcd_url}/health", timeout=1) as resp:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.etcd_port}/health", timeout=1
+            ) as resp:
                 return b'"true"' in resp.read()
         except (OSError, urllib.error.URLError):
             return False
@@ -522,7 +465,7 @@ class KubeCluster:
         """True when the API server answers ``/readyz`` with ok."""
         try:
             with urllib.request.urlopen(
-                f"{self.url}/readyz", timeout=2, context=self._ssl_context()
+                f"https://127.0.0.1:{self.port}/readyz", timeout=2, context=self._ssl_context()
             ) as resp:
                 return bool(resp.status == 200)
         except (OSError, urllib.error.URLError):
@@ -534,14 +477,14 @@ class KubeCluster:
         self._launch("etcd", self._etcd_argv())
 
     def wait_etcd(self) -> None:
-        _wait_until(self._etcd_healthy, self._processes[0], "etcd /health")
+        self._processes[0].wait_ready(self._etcd_healthy, "etcd /health", START_TIMEOUT_S)
 
     def start_apiserver(self) -> None:
         self._write_pki()
         self._launch("kube-apiserver", self._apiserver_argv())
 
     def wait_apiserver(self, timeout: float = START_TIMEOUT_S) -> None:
-        _wait_until(self.readyz, self._processes[-1], "kube-apiserver /readyz", timeout)
+        self._processes[-1].wait_ready(self.readyz, "kube-apiserver /readyz", timeout)
 
     # -- stop --
 
@@ -553,7 +496,7 @@ class KubeCluster:
         self._clients.clear()
         try:
             for process in reversed(self._processes):
-                process.stop()
+                process.terminate()
         finally:
             self._processes.clear()
             _RUNNING.discard(self)
@@ -695,16 +638,19 @@ def wait_crd_established(cluster: KubeCluster, name: str, timeout: float = 30.0)
     from kubernetes import client as k8s
 
     api = k8s.ApiextensionsV1Api(cluster.api_client())
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def crd_if_established() -> Any:
         crd = api.read_custom_resource_definition(name)
         found = crd.status.conditions if crd.status else None
-        conditions = {c.type: c.status for c in (found or [])}
-        if conditions.get("Established") == "True":
-            return crd
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"CRD {name} not Established after {timeout:.0f}s: {conditions}")
-        time.sleep(0.2)
+        return (
+            crd
+            if any(c.type == "Established" and c.status == "True" for c in found or [])
+            else None
+        )
+
+    return wait_until(
+        crd_if_established, timeout=timeout, interval=0.2, message=f"CRD {name} Established"
+    )
 
 
 def _create_if_missing(create: Callable[[], object]) -> None:
@@ -781,10 +727,13 @@ def start_clusters(
 
 
 @contextlib.contextmanager
-def running_cluster(name: str, workdir: Path) -> Iterator[KubeCluster]:
-    """``start_cluster`` as a context manager that always stops it."""
-    cluster = start_cluster(name, workdir)
+def running_clusters(
+    names: Sequence[str], root: Path, assets: KubeAssets | None = None, *, audit: bool = False
+) -> Iterator[dict[str, KubeCluster]]:
+    """:func:`start_clusters` for the duration of a ``with`` block: all stopped at its end."""
+    clusters = start_clusters(names, root, assets, audit=audit)
     try:
-        yield cluster
+        yield clusters
     finally:
-        cluster.stop()
+        for cluster in clusters.values():
+            cluster.stop()

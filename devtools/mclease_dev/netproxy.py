@@ -17,10 +17,11 @@ import contextlib
 import socket
 import threading
 import time
-from types import TracebackType
+
+from mclease_core._closing import Closing
 
 
-class TcpProxy:
+class TcpProxy(Closing):
     def __init__(self, target_host: str, target_port: int, *, trickle_delay: float = 0.05):
         self.target = (target_host, target_port)
         self.trickle_delay = trickle_delay
@@ -45,17 +46,6 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._thread.join(2)
-
-    def __enter__(self) -> TcpProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _accept(self) -> None:
         while not self._closed.is_set():

@@ -1,6 +1,8 @@
-"""Small helpers for MultiClusterLease objects in tests/kube: names, bodies, API calls.
+"""Small helpers for MultiClusterLease objects on the test bed: names, bodies, API calls.
 
-Not the product's lock or controller; just enough to poke the API server directly.
+For: tests that poke the API server directly (``tests/kube``). Not the product's lock or
+controller. The resource's names are the product's own (:mod:`mclease_core.kube._resource`);
+``CRD_FILE`` is the CRD as ``config/`` ships it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,25 @@ import json
 from typing import Any
 
 from kubernetes import client as k8s
-from testbed import REPO_ROOT
 
-CRD_NAME = "multiclusterleases.multicluster.core.cnrm.cloud.google.com"
+from mclease_core._crd import CRD_NAME
+from mclease_core.kube._resource import GROUP, KIND, PLURAL, VERSION
+
+from . import REPO_ROOT
+
+__all__ = [
+    "CRD_FILE",
+    "CRD_NAME",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "VERSION",
+    "Leases",
+    "error_body",
+    "lease_body",
+    "micro_time",
+]
+
 CRD_FILE = (
     REPO_ROOT
     / "config"
@@ -20,10 +38,6 @@ CRD_FILE = (
     / "bases"
     / "multicluster.core.cnrm.cloud.google.com_multiclusterleases.yaml"
 )
-GROUP = "multicluster.core.cnrm.cloud.google.com"
-VERSION = "v1alpha1"
-PLURAL = "multiclusterleases"
-KIND = "MultiClusterLease"
 
 
 def micro_time(when: dt.datetime | None = None) -> str:
