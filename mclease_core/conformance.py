@@ -81,7 +81,7 @@ from ._errors import (
 )
 from ._plugins import open_storage
 from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage
-from .testing import LOOPBACK, FaultProxy, ServerProcess, TimedCall, call_all_within, free_port
+from .testing import LOOPBACK, FaultProxy, ServerProcess, call_all_within, call_within, free_port
 
 __all__ = [
     "FAULT_MARGIN",
@@ -555,7 +555,7 @@ class StorageConformance:
                 f"the harness allows {bound:g}s, more than the store declares "
                 f"(operation_timeout {store.capabilities.operation_timeout:g}s + {FAULT_MARGIN:g}s)"
             )
-            results = _each_within(
+            results = call_all_within(
                 bound,
                 {
                     "read": lambda: store.read("lease"),
@@ -565,7 +565,7 @@ class StorageConformance:
                 },
             )
             for name, result in results.items():
-                _assert_failed_with(name, result, StorageUnavailableError)
+                result.assert_failed_with(name, StorageUnavailableError, hint=_TIME_OUT)
 
     def test_capabilities_are_declared(self, storage: Storage) -> None:
         capabilities = storage.capabilities
@@ -605,14 +605,14 @@ class StorageConformance:
             }
             server.pause()
             try:
-                results = _each_within(bound, calls)
+                results = call_all_within(bound, calls)
             finally:
                 server.resume()
         finally:
             _close_all(stores.values())
-        _assert_failed_with("read", results["read"], StorageUnavailableError)
+        results["read"].assert_failed_with("read", StorageUnavailableError, hint=_TIME_OUT)
         for op in ("create", "update", "delete"):
-            _assert_failed_with(op, results[op], OutcomeUnknownError)
+            results[op].assert_failed_with(op, OutcomeUnknownError, hint=_TIME_OUT)
 
     def test_a_write_after_the_server_restarted_is_unavailable_or_succeeds(
         self, storage_harness: StorageHarness, namespace: str
@@ -627,13 +627,13 @@ class StorageConformance:
             server.stop()
             server.start()
             bound = store.capabilities.operation_timeout + FAULT_MARGIN
-            result = _each_within(
-                bound, {"create": lambda: store.create("after", sample_lease_data("after"))}
-            )["create"]
+            result = call_within(
+                bound, lambda: store.create("after", sample_lease_data("after")), name="create"
+            )
             assert result.finished, f"a write after the restart hangs ({result.describe()})"
             if result.error is not None:
-                _assert_failed_with(
-                    "a write the restarted server never received", result, StorageUnavailableError
+                result.assert_failed_with(
+                    "a write the restarted server never received", StorageUnavailableError
                 )
             else:
                 assert store.read("after") == result.value
@@ -664,7 +664,7 @@ class StorageConformance:
                 _warm_connection(store)
                 lost_before = proxy.answers_lost
                 proxy.lose_next_answer(storage_harness.is_write_request)
-                result = _each_within(bound, {op: call})[op]
+                result = call_within(bound, call, name=op)
                 assert proxy.answers_lost == lost_before + 1, "the proxy lost no answer"
                 assert result.finished, f"{op} with a lost answer hangs ({result.describe()})"
                 if result.error is not None:
@@ -734,25 +734,7 @@ def _warm_connection(store: Storage) -> None:
         store.read("warm-up-connection")
 
 
-def _each_within(
-    seconds: float, calls: dict[str, Callable[[], object]]
-) -> dict[str, TimedCall[object]]:
-    return call_all_within(seconds, calls)
-
-
-def _assert_failed_with(name: str, result: TimedCall[object], expected: type[StorageError]) -> None:
-    assert result.finished, (
-        f"{name} did not finish within the bound ({result.describe()}): the backend must time "
-        "out within its declared operation_timeout"
-    )
-    assert isinstance(result.error, expected), (
-        f"{name} must raise {expected.__name__}, got {result.describe()}"
-    )
-    if expected is StorageUnavailableError:
-        assert not isinstance(result.error, OutcomeUnknownError), (
-            f"{name} must raise {expected.__name__}, got {result.describe()}"
-        )
-    assert result.error.retryable, f"{result.error!r} must be retryable"
+_TIME_OUT = ": the backend must time out within its declared operation_timeout"
 
 
 def _close_all(stores: Iterable[Storage]) -> None:

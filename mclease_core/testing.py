@@ -179,6 +179,21 @@ class TimedCall(Generic[_T]):
             return f"{type(self.error).__name__} after {self.seconds:.2f}s: {self.error}"
         return f"success after {self.seconds:.2f}s: {self.value!r}"
 
+    def assert_failed_with(
+        self, name: str, *allowed: type[StorageError], hint: str = ""
+    ) -> StorageError:
+        """Assert that the call finished by raising one of ``allowed``, a retryable error, and
+        return it; ``hint`` is added to the message of a call that did not finish."""
+        expected = " or ".join(kind.__name__ for kind in allowed)
+        unfinished = f"{name} did not finish ({self.describe()}, expected {expected}){hint}"
+        assert self.finished, unfinished
+        if not isinstance(self.error, allowed):
+            raise AssertionError(f"{name}: expected {expected}, got {self.describe()}") from (
+                self.error
+            )
+        assert self.error.retryable, f"{self.error!r} must be retryable"
+        return self.error
+
 
 def call_within(seconds: float, call: Callable[[], _T], *, name: str = "") -> TimedCall[_T]:
     """Run ``call`` in a daemon thread and wait at most ``seconds`` for it.
@@ -803,13 +818,7 @@ def _time_failure(
     """Run ``attempt`` under a deadline of ``within`` seconds; it must fail with one of
     ``allowed`` (retryable). Returns the seconds it took."""
     result = call_within(within, attempt, name=name)
-    expected = " or ".join(kind.__name__ for kind in allowed)
-    assert result.finished, f"{name} did not finish within {within:g}s (expected {expected})"
-    if not isinstance(result.error, allowed):
-        raise AssertionError(f"{name}: expected {expected}, got {result.describe()}") from (
-            result.error
-        )
-    assert result.error.retryable, f"{result.error!r} must be retryable"
+    result.assert_failed_with(name, *allowed, hint=f": allowed {within:g}s")
     return result.seconds
 
 

@@ -49,9 +49,8 @@ def put_raw_record(store: Storage, key: str, raw: bytes) -> None:
     the store's private dict (the memory store's "raw client"), with a fresh version."""
     assert isinstance(store, MemoryStorage), f"raw records only for memory stores, not {store!r}"
     records = store._store
-    full_key = f"{store.prefix}/{key}" if store.prefix else key
     with records.lock:
-        records.records[full_key] = (raw, records.next_version())
+        records.records[store._full_key(key)] = (raw, records.next_version())
 
 
 class FaultyStorage(Storage):

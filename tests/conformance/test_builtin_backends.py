@@ -46,15 +46,14 @@ class SQLiteHarness(StorageHarness):
         return SQLiteStorage(self.path.parent / "no-such-directory" / "leases.db", timeout=1.0)
 
     def corrupt(self, namespace: str, key: str) -> None:
-        with (
-            SQLiteStorage(self.path, prefix=namespace) as store,
-            contextlib.suppress(LeaseNotFoundError),
-        ):
-            store.read(key)  # the first use creates the tables
+        with SQLiteStorage(self.path, prefix=namespace) as store:
+            with contextlib.suppress(LeaseNotFoundError):
+                store.read(key)  # the first use creates the tables
+            full_key = store._full_key(key)
         with contextlib.closing(sqlite3.connect(self.path)) as db, db:
             db.execute(
                 "INSERT OR REPLACE INTO mclease_leases (key, version, data) VALUES (?, ?, ?)",
-                (f"{namespace}/{key}", 1_000_000, b"\x00\xffgarbage"),
+                (full_key, 1_000_000, b"\x00\xffgarbage"),
             )
 
 
