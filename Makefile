@@ -72,6 +72,15 @@ test-min-deps: test-servers kube-assets
 test-fast: dev
 	$(PY) -m pytest -m "not slow"
 
+## simulate: the deterministic simulation of the whole protocol (devtools/mclease_dev/sim): SEEDS
+## seeds on JOBS cores, a summary table, figures in build/reliability/simulate.json; exits 1 on
+## any violation and prints the command that replays it
+SEEDS ?= 1000
+JOBS ?= 2
+.PHONY: simulate
+simulate: dev
+	$(PY) -m mclease_dev.sim --seeds $(SEEDS) --jobs $(JOBS) --json build/reliability/simulate.json
+
 ## bench: benchmarks; prints tables and writes bench/results/*.json
 bench: dev test-servers kube-assets
 	$(PY) bench/storage.py
@@ -80,3 +89,11 @@ bench: dev test-servers kube-assets
 
 clean:
 	rm -rf $(VENV) bench/results .mypy_cache .ruff_cache .hypothesis
+
+## chaos: randomized faults on real processes (two clusters, controller replicas, candidates, a
+## store per round: kill -9, SIGSTOP, proxy faults, store restarts); ROUNDS rounds (default 5),
+## a summary table, exit 1 on any violation (python -m mclease_dev.chaos --help for the options)
+.PHONY: chaos
+ROUNDS ?= 5
+chaos: dev test-servers kube-assets
+	$(PY) -m mclease_dev.chaos --rounds $(ROUNDS)

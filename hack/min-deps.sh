@@ -33,7 +33,7 @@ MARKERS="not slow and not kube and not e2e"
 # The lock with the standard elector, the lock on its own, the controller's reconciler.
 KUBE_TESTS=(tests/kube/test_standard_elector.py tests/kube/test_lock.py tests/kube/test_reconciler.py)
 # Imported by the tests but no dependency of any distribution; pinned in requirements-dev.txt.
-TEST_ONLY_TOOLS=(PyYAML cryptography)
+TEST_ONLY_TOOLS=(PyYAML cryptography greenlet)
 PIP_FLAGS=(--quiet --disable-pip-version-check --no-input)
 
 log() { echo "min-deps.sh: $*" >&2; }

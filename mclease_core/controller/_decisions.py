@@ -394,8 +394,11 @@ def build_status(
     held here for the spec's own candidate but not confirmed for this generation (not renewed, a
     closed window, an outage) keeps the bare identity with ``observedGeneration`` one below:
     no poller of this generation sees a confirmation, and no reader sees another holder, so
-    withdrawing a confirmation, or a single late reconcile, demotes nobody. Any other holder is
-    written ``cluster/identity``.
+    withdrawing a confirmation, or a single late reconcile, demotes nobody. Not while the object
+    is being deleted: the deletion raised the generation, so the one below is the candidate's
+    last signal, perhaps never renewed, whose call may still be polling (the simulator found two
+    leaders that way, seeds 5537, 5651 and 6419); and nothing is confirmed after a deletion
+    (rule 13). Any other holder is written ``cluster/identity``.
     """
     generation = findings.generation
     record = findings.record
@@ -410,7 +413,7 @@ def build_status(
         )
         if findings.confirms():
             holder = identity
-        elif own:
+        elif own and not findings.deleting:
             holder, generation = identity, max(0, generation - 1)
         else:
             holder = qualified(holder_cluster, identity)

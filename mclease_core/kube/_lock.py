@@ -380,14 +380,20 @@ class MultiClusterLeaseLock:
         return json.dumps(note)
 
     def _note_late_confirmation(self, view: LeaseView) -> None:
-        """A status read after a call gave up: did it confirm that call after all?"""
+        """A status read after a call gave up: did it confirm that call after all?
+
+        Only the latest signal counts. A controller that does not renew a signal (it refuses
+        candidates whose confirmations come late) writes the status of the generation before it,
+        which names this candidate for the signal before: counting that as a late confirmation
+        of the earlier signal kept ``missed`` growing with every refusal, so the controller
+        never renewed again (found by the simulator, seed 1327)."""
         if not self._gave_up or not view.status_is_possible:
             return
         confirmed = view.observed_generation
         if (
             view.holder_identity == self.identity
             and view.global_holder_identity == self.identity
-            and confirmed in self._gave_up
+            and confirmed == max(self._gave_up)
         ):
             self._missed += 1
             self._gave_up = {g for g in self._gave_up if g > confirmed}

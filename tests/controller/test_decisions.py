@@ -318,3 +318,15 @@ def test_an_unconfirmed_signal_of_the_holder_keeps_its_name_with_the_generation_
     acquired = next(c for c in status["conditions"] if c["type"] == "LockAcquiredInBackend")
     assert acquired["reason"] == "NotConfirmed"
     assert acquired["observedGeneration"] == 6
+
+
+def test_a_deletion_never_confirms_the_signal_before_it() -> None:
+    """Found by the simulator (seeds 5537, 5651, 6419): the deletion raised the generation from
+    5, the candidate's last signal (not renewed: the store was down), to 6. The status of the
+    generation below named the candidate at observedGeneration 5, which its lock, still polling
+    for 5, took as a confirmation while another cluster took the lease over: two leaders."""
+    findings = ReconcileFindings(
+        6, "east", record("east", "pod-a"), False, spec_holder="pod-a", deleting=True
+    )
+    status = build_status(findings, [], WALL)
+    assert status["globalHolderIdentity"] == "east/pod-a"  # names the holder, confirms nobody

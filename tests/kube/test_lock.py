@@ -540,3 +540,38 @@ def test_confirmations_seen_only_after_the_call_gave_up_are_reported_to_the_cont
         assert note["missed"] >= 2
     finally:
         controller.stop()
+
+
+def test_a_status_that_does_not_renew_the_latest_signal_is_no_late_confirmation(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Found by the simulator (seed 1327): a controller that stops renewing for a candidate
+    whose confirmations come late writes, for each new signal, the status of the generation
+    before it, naming the candidate. The lock counted each as a late confirmation of its previous
+    signal, so ``missed`` grew with every refusal and never fell back."""
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False  # no controller: gives up
+    first = int(read_job(mcl_cluster, namespace)["metadata"]["generation"])
+    set_status(
+        mcl_cluster, namespace, observedGeneration=first, globalHolderIdentity=lease.identity
+    )
+    assert lease.get("job", namespace)[0]  # the first signal confirmed late: counts once
+    assert lease.update("job", namespace, None) is False
+    second = int(read_job(mcl_cluster, namespace)["metadata"]["generation"])
+    for _ in range(3):  # each signal refused: status stays at the generation before it
+        assert lease.get("job", namespace)[0]
+        assert lease.update("job", namespace, None) is False
+        latest = int(read_job(mcl_cluster, namespace)["metadata"]["generation"])
+        set_status(
+            mcl_cluster,
+            namespace,
+            observedGeneration=latest - 1,
+            globalHolderIdentity=lease.identity,
+        )
+    assert second > first
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False
+    note = json.loads(
+        read_job(mcl_cluster, namespace)["metadata"]["annotations"]["mclease.io/candidate"]
+    )
+    assert note.get("missed", 0) == 1, note
