@@ -40,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -157,8 +158,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise Terminated
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
+    """The recording candidate's flags (also those of ``mclease_dev.chaos candidate``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--name", required=True, help="the MultiClusterLease name")
@@ -168,15 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-duration", type=int, default=6)
     parser.add_argument("--renew-deadline", type=int, default=2)
     parser.add_argument("--retry-period", type=int, default=1)
-    args = parser.parse_args(argv)
+    return parser.parse_args(None if argv is None else list(argv))
 
+
+def recording_lock(args: argparse.Namespace) -> tuple[RecordingLock, Events]:
+    """Logging to stderr, the event file, and the recording lock, as the flags say."""
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {args.identity} %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
     events = Events(args.events)
-    api_client = kube_config.new_client_from_config(config_file=args.kubeconfig)
     lock = RecordingLock(
         args.name,
         args.namespace,
@@ -184,9 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         lease_duration=args.lease_duration,
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
-        api_client=api_client,
+        api_client=kube_config.new_client_from_config(config_file=args.kubeconfig),
     )
     lock.events = events
+    return lock, events
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    lock, events = recording_lock(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
     term: Term | None = None
     try:

@@ -45,7 +45,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import logging
 import random
 import shutil
 import signal
@@ -61,14 +60,13 @@ from types import FrameType
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from mclease_core import ElectorCallbacks
 from mclease_core.kube import CandidateElector
 from mclease_core.testing import FaultProxy, ServerProcess, wait_until
 
-from .candidate import Events, RecordingLock, Term
+from .candidate import Term, parse_args, recording_lock
 from .kube import KubeCluster, find_assets, running_clusters
 from .multicluster import (
     CONTROLLER_NAMESPACE,
@@ -900,33 +898,8 @@ def candidate_main(argv: Sequence[str]) -> int:
     the standard elector: same flags, same heartbeat and event files. Each term's work runs in a
     thread of its own (``on_started_leading`` must return); ``on_stopped_leading`` stops it and
     returns only once no heartbeat can follow. SIGTERM: stop (end the term, then release)."""
-    parser = argparse.ArgumentParser(prog="python -m mclease_dev.chaos candidate")
-    parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--identity", required=True)
-    parser.add_argument("--heartbeats", type=Path)
-    parser.add_argument("--events", type=Path, required=True)
-    parser.add_argument("--lease-duration", type=int, default=6)
-    parser.add_argument("--renew-deadline", type=int, default=2)
-    parser.add_argument("--retry-period", type=int, default=1)
-    args = parser.parse_args(list(argv))
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {args.identity} %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    events = Events(args.events)
-    lock = RecordingLock(
-        args.name,
-        args.namespace,
-        args.identity,
-        lease_duration=args.lease_duration,
-        renew_deadline=args.renew_deadline,
-        retry_period=args.retry_period,
-        api_client=kube_config.new_client_from_config(config_file=args.kubeconfig),
-    )
-    lock.events = events
+    args = parse_args(argv, prog="python -m mclease_dev.chaos candidate")
+    lock, events = recording_lock(args)
     numbers = itertools.count(1)
     guard = threading.Lock()
     terms: list[Term] = []
