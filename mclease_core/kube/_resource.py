@@ -108,6 +108,17 @@ class LeaseView:
             return None
         return float(bound) if isinstance(bound, int | float) and 0 < bound < 3600 else None
 
+    @property
+    def reconciled_generation(self) -> int | None:
+        """The generation the controller last reconciled, as its lock condition says: above
+        ``observed_generation`` when it did not renew the latest signal and wrote the status of
+        the one before (rule 8). ``None`` without that condition (a status written by hand)."""
+        for condition in self.conditions:
+            if isinstance(condition, dict) and condition.get("type") == CONDITION_LOCK_ACQUIRED:
+                seen = condition.get("observedGeneration")
+                return seen if isinstance(seen, int) and not isinstance(seen, bool) else None
+        return None
+
     def missed_by(self, identity: str) -> int:
         """How many signals in a row ``identity``'s lock saw confirmed only after it had stopped
         waiting (0 when it did not say)."""

@@ -298,6 +298,16 @@ class TestTooSlowToConfirm:
         again = decide(signalled(), 101.0, held_for="pod-a", missed=2, renewed_ago=WINDOWS.hold)
         assert again.action is ReconcileAction.CONTEND
 
+    def test_a_signal_pending_when_the_lease_ran_out_is_not_tried_again(self) -> None:
+        """Found by the simulator (seeds 7037, 10649, 17650): the retry came when the lease ran
+        out, for whatever signal was then pending, often one its candidate was about to give up
+        on: confirmed late again, and again a lease duration for nobody, with the same phase."""
+        pending = decide(
+            signalled(at=101.0), 103.0, held_for="pod-a", missed=2, renewed_ago=WINDOWS.hold + 1
+        )
+        assert pending.action is ReconcileAction.OBSERVE
+        assert pending.late
+
     def test_one_miss_or_a_lease_held_elsewhere_changes_nothing(self) -> None:
         assert decide(signalled(), 101.0, held_for="pod-a", missed=1, renewed_ago=1.0).action is (
             ReconcileAction.CONTEND

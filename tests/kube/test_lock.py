@@ -17,7 +17,14 @@ import pytest
 from kubernetes import client as k8s
 
 from mclease_core import LeaseTiming
-from mclease_core.kube import GROUP, PLURAL, VERSION, MultiClusterLeaseLock, confirmation_bound
+from mclease_core.kube import (
+    CONDITION_LOCK_ACQUIRED,
+    GROUP,
+    PLURAL,
+    VERSION,
+    MultiClusterLeaseLock,
+    confirmation_bound,
+)
 from mclease_core.kube._lock import safety_margin
 
 pytestmark = pytest.mark.kube
@@ -575,3 +582,49 @@ def test_a_status_that_does_not_renew_the_latest_signal_is_no_late_confirmation(
         read_job(mcl_cluster, namespace)["metadata"]["annotations"]["mclease.io/candidate"]
     )
     assert note.get("missed", 0) == 1, note
+
+
+def test_the_refusal_of_a_new_signal_is_no_late_confirmation_of_the_one_before(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Found by the simulator (seeds 7037, 10649, 17650): the refusal of a signal (the status of
+    the generation before, rule 8) arrives while the lock still polls for it, and the generation
+    before is the latest one it gave up on. It counted each refusal as a late confirmation, so
+    ``missed`` never fell and the controller never renewed for it again: nobody led for good.
+    The lock condition names the generation the controller reconciled, which tells them apart."""
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False  # no controller: gives up
+
+    def refuse() -> None:
+        before = generation(mcl_cluster, namespace)
+        deadline = time.monotonic() + 10
+        while (current := generation(mcl_cluster, namespace)) == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        refusal = {
+            "type": CONDITION_LOCK_ACQUIRED,
+            "status": "False",
+            "reason": "ConfirmationLate",
+            "message": "not renewed",
+            "observedGeneration": current,
+            "lastTransitionTime": "2026-12-02T00:00:00Z",
+        }
+        set_status(
+            mcl_cluster,
+            namespace,
+            observedGeneration=current - 1,
+            globalHolderIdentity=lease.identity,
+            conditions=[refusal],
+        )
+
+    refusing = threading.Thread(target=refuse, daemon=True)
+    refusing.start()
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False  # refused
+    refusing.join()
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False  # its annotation carries the count
+    note = json.loads(
+        read_job(mcl_cluster, namespace)["metadata"]["annotations"]["mclease.io/candidate"]
+    )
+    assert note.get("missed", 0) == 0, note

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from mclease_dev.sim import draw, run_seed
-from mclease_dev.sim.actors import Records, Term
+from mclease_dev.sim.actors import Call, Records, Term
 from mclease_dev.sim.checks import check
 from mclease_dev.sim.mutants import MUTANTS
 from mclease_dev.sim.run import combined, product_patches
@@ -87,6 +87,13 @@ KNOWN_BUGS = [
         id="rule-13-found-on-main-a-deletion-confirmed-the-last-signal-seed-5537",
     ),
     pytest.param(
+        ("refusal-counts-as-late", "retries-pending-signal"),
+        10649,
+        FAULT_KINDS,
+        "liveness",
+        id="rule-11-found-on-main-nobody-led-again-after-a-store-partition-seed-10649",
+    ),
+    pytest.param(
         ("unbounded-lock-calls",),
         0,
         ("trickle-api", "api-slow"),
@@ -136,3 +143,29 @@ def test_the_overlap_checker_sees_an_overlap() -> None:
     second.started = 1.0 + r + 0.01  # starts after the first one's bound: fine
     verdict = check(scenario, records, 100.0, [])
     assert not any("two leaders" in v for v in verdict.violations)
+
+
+def test_the_checker_sees_a_late_watchdog_and_a_call_that_never_returns() -> None:
+    """The overlap check ends a ``CandidateElector`` term at ``t0 + R``; a second check makes
+    sure its stopped callback came by then. A lock call still open at the end of the run is
+    judged by the time it has taken, less the time its process was paused."""
+    scenario = draw(0)
+    world = World(0)
+    process = SimProcess(world, "p", mono_origin=0.0)
+    records = Records()
+    r = scenario.timing.renew_deadline
+    term = Term("east/a", 1, "candidate-elector", "east", "a", process, 1.0, 5, stopped=1.0 + r)
+    term.confirmations.append((1.0, 1.0, 5))
+    records.terms.append(term)
+    records.calls.append(Call("east/a", "update", 2.0, None, process))
+
+    def found(what: str) -> bool:
+        return any(what in v for v in check(scenario, records, 100.0, []).violations)
+
+    assert not found("after its bound")
+    assert found("has not returned")
+    term.stopped = 1.0 + r + 1.0
+    assert found("after its bound")
+    records.pauses[id(process)] = [(1.5, 99.9)]  # paused over both: neither is the product's
+    assert not found("after its bound")
+    assert not found("has not returned")

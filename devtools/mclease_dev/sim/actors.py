@@ -45,8 +45,8 @@ class Call:
     method: str
     started: float
     """True time."""
-    took: float
-    """On the process's monotonic clock."""
+    took: float | None
+    """On the process's monotonic clock; ``None`` while the call has not returned."""
     process: SimProcess
 
 
@@ -72,12 +72,12 @@ class RecordingLock(MultiClusterLeaseLock):
         world = actor.world
         started, mono = world.now, self.clock.monotonic()
         before = self.last_confirmation
+        record = Call(actor.spec.name, method, started, None, actor.process)
+        actor.records.calls.append(record)  # a call that never returns is judged too
         try:
             return call(*args, **kwargs)
         finally:
-            actor.records.calls.append(
-                Call(actor.spec.name, method, started, self.clock.monotonic() - mono, actor.process)
-            )
+            record.took = self.clock.monotonic() - mono
             after = self.last_confirmation
             if after is not None and after is not before:
                 entry = (world.now, after.signalled_at, after.fencing_token)

@@ -85,6 +85,8 @@ class _Watch:
         self.waiting: Wakeup | None = None
         self.open = True
         self.silent = False
+        self.last_arrival = 0.0
+        """Events of one watch arrive in order (one stream), each after its own latency."""
 
 
 class ApiServer(Server):
@@ -198,6 +200,8 @@ class ApiServer(Server):
             raise self._conflict(name)
         obj = clone(old)
         obj["status"] = merge(old.get("status") or {}, body.get("status") or {})
+        if obj == old:
+            return clone(old)  # a no-op write changes no resourceVersion, sends no event
         obj["metadata"]["resourceVersion"] = self._bump()
         self.objects[(namespace, name)] = obj
         self._emit("MODIFIED", obj)
@@ -278,15 +282,20 @@ class ApiServer(Server):
         def arrive() -> None:
             if not watch.open or watch.silent:
                 return
-            link = self.link(watch.process.name)
-            if link.partitioned_until > world.now or self.link("*").partitioned_until > world.now:
+            if self.cut_off(watch.process.name):
                 watch.silent = True  # the connection is gone, nobody told the client
                 return
             watch.queue.append(event)
             if watch.waiting is not None:
                 watch.waiting.fire(True)
 
-        world.after(delay, arrive)
+        watch.last_arrival = max(world.now + delay, watch.last_arrival)
+        world.at(watch.last_arrival, arrive)
+
+    def cut_off(self, process: str) -> bool:
+        """A partition stands between ``process`` and this server now."""
+        now: float = self.world.now
+        return self.link(process).partitioned_until > now or self.link("*").partitioned_until > now
 
     def open_watch(self, namespace: str | None, since: int, process: SimProcess) -> _Watch:
         watch = _Watch(namespace, process)
@@ -448,6 +457,8 @@ class SimCustomObjects:
                 world = process.world
                 if not watch.open:
                     raise ProtocolError("Connection broken: the API server closed the watch")
+                if server.cut_off(process.name):
+                    watch.silent = True  # its end, like any byte, does not cross a partition
                 if world.now >= ends and not watch.silent:
                     return  # the server ends the watch after timeout_seconds
                 limits = [] if watch.silent else [ends]  # a dropped watch never ends
@@ -458,6 +469,8 @@ class SimCustomObjects:
                 got = _switch_out(thread, ticket, min(limits) if limits else None)
                 watch.waiting = None
                 if got is _TIMEOUT and not watch.queue and watch.open:
+                    if server.cut_off(process.name):
+                        watch.silent = True
                     if not watch.silent and world.now >= ends:
                         return
                     raise ReadTimeoutError(None, server.name, "Read timed out.")  # type: ignore[arg-type]

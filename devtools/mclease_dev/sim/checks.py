@@ -6,7 +6,8 @@
   ``t0 + 3C + 2P + R`` for the standard elector, converted to true time with its machine's clock.
   No two terms of different candidates (or incarnations) may overlap.
 - **Fencing tokens** grow: a term starts with a token above every token any earlier term held.
-- **Every lock call ends by its bound** ``C`` on its own clock, unless its process was paused in it.
+- **Every lock call ends by its bound** ``C`` on its own clock, not counting the time its process
+  was paused; a call still open at the end of the run counts with the time it has taken.
 - **Liveness**: once every fault healed, some candidate acts within the derived bound.
 - **Deletion completes** within the liveness bound after it was asked for (or the heal, if later).
 - **No lease held for nobody longer than D**, but for the designed allowance: the global record
@@ -69,7 +70,8 @@ def check(
                 f"{b_start:.3f}-{b_end:.3f}: overlap {min(a_end, b_end) - b_start:.3f}s"
             )
     violations += _tokens(spans)
-    violations += _calls(scenario, records)
+    violations += _calls(scenario, records, run_end)
+    violations += _late_stops(scenario, records, run_end)
     bound = liveness_bound_for(
         scenario.timing, scenario.controller_retry, scenario.replica_timing, scenario.watch_timeout
     )
@@ -113,24 +115,66 @@ def _tokens(spans: list[tuple[Term, float, float]]) -> list[str]:
     return problems
 
 
-def _calls(scenario: Scenario, records: Records) -> list[str]:
+def _calls(scenario: Scenario, records: Records, run_end: float) -> list[str]:
+    """Each call's time on its own clock, less the time its process was paused, is within the
+    bound; a call that has not returned by the end of the run (its process alive) is judged by
+    the time it has taken so far."""
     problems = []
     limit = scenario.call_bound + 0.001
     for call in records.calls:
-        if call.took <= limit:
-            continue
-        end = call.started + call.took / call.process.rate
-        paused = any(
-            began < end and resumed > call.started
-            for began, resumed in records.pauses.get(id(call.process), [])
+        process = call.process
+        if call.took is None and not process.alive:
+            continue  # crashed inside it: nothing returns
+        end = run_end if call.took is None else call.started + call.took / process.rate
+        paused = sum(
+            max(0.0, min(resumed, end) - max(began, call.started))
+            for began, resumed in records.pauses.get(id(process), [])
         )
-        if call.process.paused or paused:
+        if process.paused and call.took is None:
+            continue  # paused to the end: it cannot return
+        took = (end - call.started - paused) * process.rate
+        if took <= limit:
             continue
         problems.append(
-            f"lock call {call.method} of {call.actor} at {call.started:.3f} took "
-            f"{call.took:.3f}s, bound {scenario.call_bound:.3f}s"
+            f"lock call {call.method} of {call.actor} at {call.started:.3f} "
+            + ("has not returned after" if call.took is None else "took")
+            + f" {took:.3f}s unpaused, bound {scenario.call_bound:.3f}s"
         )
     return problems[:5]
+
+
+STOP_SLACK = 0.05
+"""How long after its bound ``CandidateElector``'s watchdog may call the stopped callback: the
+watchdog wakes on a timer, and the callback runs after a thread switch."""
+
+
+def _late_stops(scenario: Scenario, records: Records, run_end: float) -> list[str]:
+    """The overlap check takes a ``CandidateElector`` term to end by ``t0 + R`` (its watchdog's
+    promise, docs/safety.md); this checks the promise: the stopped callback comes by then, or its
+    process was paused (it can do nothing until it resumes, and then the watchdog fires first)."""
+    problems = []
+    r = scenario.timing.renew_deadline
+    for term in records.terms:
+        if term.elector != "candidate-elector" or not term.confirmations:
+            continue
+        stopped = term.stopped if term.stopped is not None else run_end
+        accepted = [c for c in term.confirmations if c[0] <= stopped + EPSILON]
+        if not accepted:
+            continue
+        due = term.process.true_of(max(c[1] for c in accepted) + r)
+        if stopped <= due + STOP_SLACK:
+            continue
+        paused = any(
+            began < stopped and resumed > due
+            for began, resumed in records.pauses.get(id(term.process), [])
+        )
+        if paused or (term.stopped is None and term.process.paused):
+            continue
+        problems.append(
+            f"{term.actor}#{term.incarnation} (candidate-elector) stopped leading at "
+            f"{stopped:.3f}, {stopped - due:.3f}s after its bound t0 + R"
+        )
+    return problems
 
 
 def _first_leader_after(spans: list[tuple[Term, float, float]], moment: float) -> float | None:

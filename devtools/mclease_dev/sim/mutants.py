@@ -241,5 +241,38 @@ MUTANTS = {
             ),
             focus=("api-slow", "trickle-api"),
         ),
+        Mutant(
+            "refusal-counts-as-late",
+            "11",
+            "the lock takes the controller's refusal of its new signal (the status of the one "
+            "before) as a late confirmation of the one before (found by this simulator on main)",
+            (
+                Edit(
+                    _lock.MultiClusterLeaseLock,
+                    "_note_late_confirmation",
+                    "and (reconciled is None or reconciled == confirmed)",
+                    "",
+                ),
+            ),
+            focus=("store-down", "partition-store"),
+            with_=("retries-pending-signal",),
+        ),
+        Mutant(
+            "retries-pending-signal",
+            "11",
+            "once the lease ran out for a candidate too slow to confirm, the controller retries "
+            "for the signal then pending, which its candidate may be about to give up on (found "
+            "by this simulator on main)",
+            (
+                Edit(
+                    controller_decisions,
+                    "plan",
+                    "renewed_ago - age < windows.hold",
+                    "renewed_ago < windows.hold",
+                ),
+            ),
+            focus=("store-down", "partition-store"),
+            with_=("refusal-counts-as-late",),
+        ),
     )
 }

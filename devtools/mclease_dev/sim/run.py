@@ -176,7 +176,15 @@ def run_seed(
 
 SETTLE = 2.0
 """Lease durations a run goes on after a leader acts again, past the heal (overlaps happen there
-too: the first takeover after a fault)."""
+too: the first takeover after a fault), and never less than the longest acting bound (the
+standard elector's ``3C + 2P + R``) and a lease duration: a term acting when the run ends is cut
+there, so a takeover it would overlap must come before."""
+
+
+def settle_time(scenario: Scenario) -> float:
+    t = scenario.timing
+    longest = 3 * scenario.call_bound + 2 * t.retry_period + t.renew_deadline
+    return max(SETTLE * t.lease_duration, longest + t.lease_duration)
 
 
 def _probe(
@@ -185,14 +193,14 @@ def _probe(
     candidates: list[CandidateActor],
     servers: dict[str, ApiServer],
 ) -> None:
-    """After the heal: end the run ``SETTLE * D`` after a leader acts and no deletion is pending,
-    instead of running out the whole liveness bound."""
+    """After the heal: end the run :func:`settle_time` after a leader acts and no deletion is
+    pending, instead of running out the whole liveness bound."""
     leading = any(c.term is not None and c.process.alive for c in candidates)
     pending = any(
         removed is None for server in servers.values() for _, removed in server.deletions.values()
     )
     if leading and not pending:
-        world.stop_at = world.now + SETTLE * scenario.timing.lease_duration
+        world.stop_at = world.now + settle_time(scenario)
         return
     world.after(0.25, lambda: _probe(world, scenario, candidates, servers))
 
