@@ -4,7 +4,8 @@
 # What it does, each step only when needed (a warm run takes a fraction of a second and prints
 # nothing):
 #   * apt packages: redis-server (mclease_redis), etcd-server (mclease_etcd), openssl (the etcd
-#     TLS test makes its own certificates). apt-get update runs only if something is missing.
+#     TLS test makes its own certificates), faketime (libfaketime: the chaos runner's wall-clock
+#     steps). apt-get update runs only if something is missing.
 #   * fake-gcs-server (mclease_gcs), built from the Go module proxy by hack/fake-gcs-server.sh into
 #     ~/.cache/mclease/bin/fake-gcs-server-<version>/ (about 4 minutes the first time on 2 cores).
 #
@@ -15,7 +16,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-declare -A COMMAND_OF_PACKAGE=([redis-server]=redis-server [etcd-server]=etcd [openssl]=openssl)
+declare -A COMMAND_OF_PACKAGE=(
+  [redis-server]=redis-server [etcd-server]=etcd [openssl]=openssl [faketime]=faketime
+)
 
 log() { echo "test-servers.sh: $*" >&2; }
 

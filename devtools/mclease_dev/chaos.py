@@ -9,7 +9,10 @@ store through its own proxies: :class:`~mclease_core.testing.FaultProxy` in fron
 :class:`~mclease_dev.netproxy.TcpProxy`), and four recording candidates: in each cluster one on
 the standard Python elector (:mod:`mclease_dev.candidate`) and one on ``CandidateElector`` (this
 module's ``candidate`` sub-command, same records). Once a leader has led for 2 s, one seeded
-random fault is applied and healed (:data:`FAULTS`), and the round watches for a while.
+random fault is applied and healed (:data:`FAULTS`), and the round watches for a while. Rounds
+with an API fault put a :class:`~mclease_dev.netproxy.TcpProxy` between each cluster's
+controllers and its API server; rounds with a wall-clock step run every candidate under
+libfaketime, with its own offset file (:func:`faketime_environment`).
 
 Checks, as the e2e suite makes them, on the machine's shared monotonic clock:
 
@@ -21,8 +24,9 @@ Checks, as the e2e suite makes them, on the machine's shared monotonic clock:
 - ``step-down``: a term ended within ``2P + R + C`` (standard elector) or ``R``
   (``CandidateElector``) of its last confirmed call, plus 0.3 s of slack, except while the
   candidate was paused;
-- ``exit``: no controller or candidate exited on its own (but a controller replica resumed after
-  losing its replica term exits 1, as rule 14 says); ``error``: the round itself failed.
+- ``exit``: no controller or candidate exited on its own (but a controller replica that lost its
+  replica term, paused or cut off from its API server, exits 1, as rule 14 says; nothing
+  restarts it here, unlike a kubelet); ``error``: the round itself failed.
 
 Faults outside what docs/safety.md assumes (``store-wipe``: a Redis restart without persistence
 loses acknowledged writes) are run and reported, but an overlap there is listed as
@@ -43,8 +47,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import glob
 import itertools
 import json
+import os
 import random
 import shutil
 import signal
@@ -54,6 +60,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -89,7 +96,14 @@ from .multicluster import (
 )
 from .netproxy import TcpProxy
 from .processes import ManagedProcess
-from .servers import FAKE_GCS_BUCKET, etcd_server, fake_gcs_server, redis_server
+from .servers import (
+    FAKE_GCS_BUCKET,
+    etcd_cluster,
+    etcd_leader,
+    etcd_server,
+    fake_gcs_server,
+    redis_server,
+)
 
 __all__ = [
     "FAILOVER_BOUND",
@@ -105,21 +119,29 @@ __all__ = [
     "run",
 ]
 
-STORE_KINDS = ("sqlite", "redis", "etcd", "gcs")
+STORE_KINDS = ("sqlite", "redis", "etcd", "etcd3", "gcs")
+"""``etcd3`` is a three-member etcd cluster, its members all in the controllers' store URL."""
 NETWORK_STORES = ("redis", "etcd", "gcs")
 
 PROCESS_FAULTS = ("kill-leader", "kill-active-replica", "pause-candidate", "pause-active-replica")
 PROXY_FAULTS = ("proxy-trickle", "proxy-blackhole", "proxy-lose-answers")
+API_FAULTS = ("api-trickle", "api-blackhole")
+"""Between a cluster's controller replicas and their API server (the candidates' path is left
+alone): answers trickle, or nothing crosses in either direction."""
+ANY_STORE = (*PROCESS_FAULTS, *API_FAULTS, "wall-step-candidate")
 FAULTS: dict[str, tuple[str, ...]] = {
-    "sqlite": PROCESS_FAULTS,
-    "redis": (*PROCESS_FAULTS, *PROXY_FAULTS, "store-restart", "store-wipe"),
-    "etcd": (*PROCESS_FAULTS, *PROXY_FAULTS, "store-restart"),
-    "gcs": (*PROCESS_FAULTS, *PROXY_FAULTS),
+    "sqlite": ANY_STORE,
+    "redis": (*ANY_STORE, *PROXY_FAULTS, "store-restart", "store-wipe"),
+    "etcd": (*ANY_STORE, *PROXY_FAULTS, "store-restart"),
+    "etcd3": (*ANY_STORE, "kill-store-leader"),
+    "gcs": (*ANY_STORE, *PROXY_FAULTS),
 }
 """The faults drawn per store kind. ``store-restart`` is a kill -9 and a start later with every
 write kept (etcd; Redis with ``appendfsync always``); ``store-wipe`` loses them all (Redis
 without persistence). fake-gcs-server has no restart: its memory backend loses everything, which
-no real GCS does."""
+no real GCS does. ``kill-store-leader``: the etcd cluster's raft leader is killed -9 (the fault
+heals when the others elected a new one) and started again later. ``wall-step-candidate``: one
+candidate's wall clock jumps (libfaketime), its monotonic clock does not."""
 OUTSIDE_ASSUMPTIONS = frozenset({"store-wipe"})
 
 # Timings, as the e2e tests use them (tests/e2e/test_multicluster.py, test_adversarial.py).
@@ -139,6 +161,8 @@ started, which may be up to ``P + C`` before the pause), or it acts ``R + P`` pa
 (docs/safety.md rule 9). CandidateElector: it must resume before another cluster can take over
 (``t0 + D - m``), for the same reason (its watchdog cannot run while paused)."""
 PAUSE_OTHER = (1.0, 10.0)
+WALL_STEP = (-300.0, 300.0)
+"""Seconds a candidate's wall clock jumps by (either way)."""
 PROXY_SECONDS = (1.0, 10.0)
 STORE_DOWN = (0.5, 8.0)
 
@@ -183,8 +207,13 @@ class Fault:
             return f"{self.kind} (leader, {self.seconds:.0%} of its envelope)"
         if self.kind == "pause-candidate":
             return f"{self.kind} (a follower, {self.seconds:.1f}s)"
-        if self.kind == "proxy-trickle":
+        if self.kind in ("proxy-trickle", "api-trickle"):
             return f"{self.kind} ({where} cluster, {self.seconds:.1f}s, {self.trickle_delay}s/byte)"
+        if self.kind == "wall-step-candidate":
+            whose = "leader" if self.at_leader else "a follower"
+            return f"{self.kind} ({whose}, {self.seconds:+.0f}s)"
+        if self.kind == "api-blackhole":
+            return f"{self.kind} ({where} cluster, {self.seconds:.1f}s)"
         if self.kind.startswith(("proxy-", "pause-")):
             return f"{self.kind} ({where} cluster, {self.seconds:.1f}s)"
         return f"{self.kind} ({self.seconds:.1f}s down)"
@@ -202,9 +231,11 @@ def draw_fault(rng: random.Random, store: str, only: Sequence[str] = ()) -> Faul
         seconds = rng.random() if at_leader else rng.uniform(*PAUSE_OTHER)
     elif kind == "pause-active-replica":
         seconds = rng.uniform(*PAUSE_OTHER)
-    elif kind in PROXY_FAULTS:
+    elif kind in PROXY_FAULTS or kind in API_FAULTS:
         seconds = rng.uniform(*PROXY_SECONDS)
-    elif kind.startswith("store-"):
+    elif kind == "wall-step-candidate":
+        seconds = rng.uniform(*WALL_STEP)
+    elif kind.startswith("store-") or kind == "kill-store-leader":
         seconds = rng.uniform(*STORE_DOWN)
     else:
         seconds = 0.0
@@ -410,7 +441,7 @@ def _store_url(kind: str, address: str, workdir: Path) -> str:
         return f"sqlite:///{workdir / 'global.db'}"
     if kind == "redis":
         return f"redis://{address}/0?prefix=chaos&timeout={STORE_TIMEOUT}"
-    if kind == "etcd":
+    if kind in ("etcd", "etcd3"):
         return f"etcd://{address}/chaos?timeout={STORE_TIMEOUT}"
     if kind == "gcs":
         return (
@@ -452,6 +483,14 @@ class _Round:
         self.pauses: dict[str, list[tuple[float, float]]] = {}
         self.paused: list[ManagedProcess] = []
         self.store: ServerProcess | None = None
+        self.members: list[ServerProcess] = []
+        """The etcd cluster's members (``etcd3``)."""
+        self.api_links: dict[str, TcpProxy] = {}
+        """Per cluster, between its controller replicas and its API server (API faults only)."""
+        self.cut_off: set[str] = set()
+        """Clusters whose controllers lost their API server for a while (API faults)."""
+        self.wall_offsets: dict[str, Path] = {}
+        """Per candidate label, the file libfaketime reads its wall-clock offset from."""
         self.origin = time.monotonic()
         self.first_leader: float | None = None
         self.heal: float | None = None
@@ -463,15 +502,25 @@ class _Round:
 
     def set_up(self, stack: contextlib.ExitStack) -> None:
         kind, fault = self.result.store, self.result.fault
-        self.store = _start_store(stack, kind, fault)
+        if kind == "etcd3":
+            self.members = stack.enter_context(etcd_cluster(3))
+        else:
+            self.store = _start_store(stack, kind, fault)
         namespace = new_namespace_name("chaos")
         for name, (cluster, controller_kubeconfig) in self.prepared.items():
+            if fault.kind in API_FAULTS:
+                proxy = stack.enter_context(TcpProxy(*_host_port(cluster.url)))
+                proxy.trickle_delay = fault.trickle_delay
+                self.api_links[name] = proxy
+                controller_kubeconfig = _via(
+                    controller_kubeconfig, cluster.url, proxy, self.workdir / name
+                )
             self.sites[name] = Site(
                 cluster, namespace, controller_kubeconfig, prepare_namespace(cluster, namespace)
             )
             _delete_replica_leases(cluster)
         for name, site in self.sites.items():
-            address = ""
+            address = ",".join(member.address for member in self.members)
             if self.store is not None:
                 self.links[name] = _Link(stack, self.store.host, self.store.port)
                 address = self.links[name].address
@@ -494,6 +543,10 @@ class _Round:
         for number, name, elector in order:
             identity = f"{'std' if elector == 'standard' else 'ce'}-{number}"
             extra: dict[str, Any] = {"program": program} if elector != "standard" else {}
+            if fault.kind == "wall-step-candidate":
+                offset = self.workdir / f"wall-offset-{name}-{identity}"
+                extra["env"] = faketime_environment(offset, self.workdir)
+                self.wall_offsets[f"{name}/{identity}"] = offset
             candidate = self.group.candidate(self.sites[name], identity, **extra)
             self.candidates.append(candidate)
             self.elector_of[candidate.label] = elector
@@ -582,6 +635,37 @@ class _Round:
         elif kind in PROXY_FAULTS:
             self.heal = self.proxy_fault(self.links[cluster], kind, fault)
             note(f"{kind} on {cluster}'s link to the store for {fault.seconds:.2f}s")
+        elif kind in API_FAULTS:
+            proxy = self.api_links[cluster]
+            self.cut_off.add(cluster)
+            proxy.mode = "trickle" if kind == "api-trickle" else "blackhole"
+            time.sleep(fault.seconds)
+            proxy.mode = "pass"
+            self.heal = time.monotonic()
+            note(
+                f"{kind} between {cluster}'s controllers and its API server "
+                f"for {fault.seconds:.2f}s"
+            )
+        elif kind == "wall-step-candidate":
+            if fault.at_leader:
+                target = leader
+            else:
+                others = [c for c in self.candidates if c is not leader and c.alive()]
+                target = others[int(fault.pick * len(others)) % len(others)]
+            self.wall_offsets[target.label].write_text(f"{fault.seconds:+.1f}\n")
+            self.heal = time.monotonic()
+            note(f"stepped the wall clock of {target.label} by {fault.seconds:+.1f}s")
+        elif kind == "kill-store-leader":
+            found = wait_until(lambda: etcd_leader(self.members), timeout=10, message="a leader")
+            assert found is not None
+            found.kill()
+            killed = time.monotonic()
+            wait_until(lambda: etcd_leader(self.members), timeout=15, message="a new etcd leader")
+            self.heal = time.monotonic()
+            note(f"killed etcd leader {found.name}; a new one after {self.heal - killed:.2f}s")
+            time.sleep(fault.seconds)
+            found.start()
+            note(f"{found.name} started again {fault.seconds:.2f}s after the new leader")
         elif kind in ("store-restart", "store-wipe"):
             assert self.store is not None
             self.store.kill()
@@ -688,13 +772,13 @@ class _Round:
                 result.longest_gap = _longest_gap(intervals, self.first_leader, self.watch_end)
 
         for name, code in sorted(self.exits.items()):
-            resumed_replica = (
-                code == 1
-                and any(p.name == name for ps in self.controllers.values() for p in ps)
-                and name in self.pauses
+            cluster = next(
+                (c for c, ps in self.controllers.items() if any(p.name == name for p in ps)), None
             )
-            if resumed_replica:  # a replica resumed after losing its term exits 1 (rule 14)
-                result.notes.append(f"{name} exited 1 after its pause (lost its replica term)")
+            lost_term = cluster is not None and (name in self.pauses or cluster in self.cut_off)
+            if code == 1 and lost_term:  # a replica that lost its term exits 1 (rule 14)
+                why = "its pause" if name in self.pauses else "losing its API server"
+                result.notes.append(f"{name} exited 1 after {why} (lost its replica term)")
             else:
                 violation("exit", f"{name} exited on its own with code {code}")
 
@@ -765,6 +849,76 @@ def _replica_args() -> list[str]:
     ]  # fmt: skip
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise ValueError(f"no host and port in {url!r}")
+    return parts.hostname, parts.port
+
+
+def _via(kubeconfig: Path, server: str, proxy: TcpProxy, workdir: Path) -> Path:
+    """A copy of ``kubeconfig`` that reaches ``server`` through ``proxy`` (TLS passes through:
+    the certificate is for the same loopback address)."""
+    host, _ = _host_port(server)
+    proxied = workdir / f"via-proxy-{kubeconfig.name}"
+    proxied.parent.mkdir(parents=True, exist_ok=True)
+    text = kubeconfig.read_text()
+    assert server in text, f"{kubeconfig} does not name {server}"
+    proxied.write_text(text.replace(server, f"https://{host}:{proxy.port}"))
+    return proxied
+
+
+FAKETIME_LIBRARY_GLOB = "/usr/lib/*/faketime/libfaketimeMT.so.1"
+
+FAKETIME_SITE = '''"""Written by mclease_dev.chaos for a candidate run under libfaketime.
+
+libfaketime 0.9.10 (Debian 12) breaks time.sleep on Python 3.11+: clock_nanosleep on
+CLOCK_MONOTONIC with TIMER_ABSTIME gets a negative time and fails with EINVAL, even with the
+monotonic clock left alone (wolfcw/libfaketime#426). select() takes a relative timeout.
+"""
+import select
+import time
+
+
+def _sleep(seconds):
+    select.select([], [], [], max(0.0, seconds))
+
+
+time.sleep = _sleep
+'''
+
+
+def faketime_library() -> str:
+    found = sorted(glob.glob(FAKETIME_LIBRARY_GLOB))
+    if not found:
+        raise FileNotFoundError(
+            "libfaketime is not installed (wall-step-candidate needs it): run "
+            "hack/test-servers.sh (apt faketime), or leave the fault out with --faults"
+        )
+    return found[-1]
+
+
+def faketime_environment(offset: Path, workdir: Path) -> dict[str, str]:
+    """The environment of a process whose wall clock is ``offset``'s content (``+0`` at first,
+    re-read at every call), its monotonic clock untouched."""
+    offset.write_text("+0\n")
+    site = workdir / "faketime-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(FAKETIME_SITE)
+    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    env.update(
+        LD_PRELOAD=faketime_library(),
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+        # Its "monotonic fix" for pthread_cond_timedwait made thread starts and joins take up
+        # to 100 ms at random: lock calls overran their bound by that (measured here).
+        FAKETIME_FORCE_MONOTONIC_FIX="0",
+        PYTHONPATH=os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p),
+    )
+    return env
+
+
 def _delete_replica_leases(cluster: KubeCluster) -> None:
     """The replicas' Lease lives in the controller namespace, shared by every round: a round's
     replicas must not wait for the last round's (dead) holder."""
@@ -810,8 +964,8 @@ def run_round(
     if result.violations or result.outside_assumptions:
         with contextlib.suppress(OSError):
             (workdir / "logs.txt").write_text(chaos.group.logs())
-            if chaos.store is not None:
-                (workdir / "store.log").write_text(chaos.store.log_tail(400))
+            for server in [*([chaos.store] if chaos.store else []), *chaos.members]:
+                (workdir / f"{server.name}.log").write_text(server.log_tail(400))
             (workdir / "verdict.txt").write_text(json.dumps(result.as_json(), indent=2) + "\n")
     return result
 
@@ -839,6 +993,8 @@ def run(
     for kind in faults:
         if kind not in known:
             raise ValueError(f"unknown fault {kind!r}; choose from {', '.join(sorted(known))}")
+    if not faults or "wall-step-candidate" in faults:
+        faketime_library()  # fails now, with the fix, rather than in a round
     base = seed if seed is not None else random.SystemRandom().randrange(2**32)
     keep_dir = keep if keep is not None else Path(tempfile.mkdtemp(prefix="mclease-chaos-"))
     keep_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +227,8 @@ class CandidateProcess(ManagedProcess, CandidateRecords):
 
     ``timing`` is (D, R, P), default the module's; ``heartbeats=False`` runs it without a
     heartbeat file (then :meth:`in_term` tells whether it leads); ``program`` is the command
-    that runs it (another interpreter, the Go candidate).
+    that runs it (another interpreter, the Go candidate); ``env`` its whole environment
+    (default: :class:`~mclease_dev.processes.ManagedProcess`'s).
     """
 
     def __init__(
@@ -241,6 +242,7 @@ class CandidateProcess(ManagedProcess, CandidateRecords):
         timing: tuple[int, int, int] = (LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD),
         heartbeats: bool = True,
         program: Sequence[str] = CANDIDATE_PROGRAM,
+        env: Mapping[str, str] | None = None,
     ):
         self.site = site
         label = label or f"{site.name}/{identity}"
@@ -265,7 +267,9 @@ class CandidateProcess(ManagedProcess, CandidateRecords):
             *("--renew-deadline", str(renew_deadline)),
             *("--retry-period", str(retry_period)),
         ]
-        ManagedProcess.__init__(self, f"candidate-{safe}", argv, workdir / f"candidate-{safe}.log")
+        ManagedProcess.__init__(
+            self, f"candidate-{safe}", argv, workdir / f"candidate-{safe}.log", env=env
+        )
 
 
 class ProcessGroup:

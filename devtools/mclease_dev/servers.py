@@ -10,6 +10,7 @@ and :func:`found_or_fail` a binary look-up; pytest is imported only when one fai
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -34,6 +35,8 @@ from . import REPO_ROOT
 
 __all__ = [
     "FAKE_GCS_BUCKET",
+    "etcd_cluster",
+    "etcd_leader",
     "etcd_server",
     "fake_gcs_server",
     "fake_gcs_server_binary",
@@ -143,6 +146,63 @@ def etcd_server(
         ]
         with ServerProcess(command, port=port, name="etcd", ready=lambda: probe(port)) as server:
             yield server
+
+
+@contextlib.contextmanager
+def etcd_cluster(members: int = 3) -> Iterator[list[ServerProcess]]:
+    """``members`` etcd members forming one cluster on loopback, each with its data kept across
+    :meth:`ServerProcess.kill` and :meth:`ServerProcess.start` (a member killed and restarted
+    rejoins). Members start side by side: none is ready before a quorum is up."""
+    binary = find_server_binary("etcd", hint=f"{INSTALL_HINT} (apt etcd-server)")
+    ports = [(free_port(), free_port()) for _ in range(members)]
+    initial = ",".join(f"m{i}=http://{LOOPBACK}:{peer}" for i, (_, peer) in enumerate(ports))
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for i, (port, peer) in enumerate(ports):
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"mclease-etcd-m{i}-"))
+            command = [
+                binary,
+                *("--name", f"m{i}", "--data-dir", data),
+                *("--listen-client-urls", f"http://{LOOPBACK}:{port}"),
+                *("--advertise-client-urls", f"http://{LOOPBACK}:{port}"),
+                *("--listen-peer-urls", f"http://{LOOPBACK}:{peer}"),
+                *("--initial-advertise-peer-urls", f"http://{LOOPBACK}:{peer}"),
+                *("--initial-cluster", initial, "--initial-cluster-state", "new"),
+                *("--initial-cluster-token", f"mclease-{ports[0][0]}"),
+                *("--logger", "zap", "--log-level", "error"),
+            ]
+            servers.append(
+                ServerProcess(
+                    command,
+                    port=port,
+                    name=f"etcd-m{i}",
+                    ready=functools.partial(_etcd_healthy, port),
+                )
+            )
+        for server in servers:
+            stack.callback(server.close)
+        with concurrent.futures.ThreadPoolExecutor(members) as pool:
+            for started in [pool.submit(server.start) for server in servers]:
+                started.result()
+        yield servers
+
+
+def etcd_leader(members: list[ServerProcess]) -> ServerProcess | None:
+    """The member that is the raft leader now (by its own ``/v3/maintenance/status``)."""
+    for member in members:
+        if not member.running:
+            continue
+        try:
+            request = urllib.request.Request(
+                f"http://{member.address}/v3/maintenance/status", data=b"{}", method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310 - http:// on loopback
+                status = json.load(answer)
+        except (OSError, ValueError):
+            continue
+        if status.get("leader") and status.get("leader") == status["header"].get("member_id"):
+            return member
+    return None
 
 
 def _etcd_healthy(port: int) -> bool:

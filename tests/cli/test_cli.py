@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
-from mclease_core._cli import main
+from mclease_core._cli import exit_controller, main
+from mclease_core.backends.memory import MemoryStorage
 
 
 def test_backends_lists_the_builtins_with_their_distribution(
@@ -136,3 +138,34 @@ def test_a_bad_kubeconfig_is_a_clear_error_not_a_traceback(
     assert f"cannot load {path}" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+class _ClosedOnce(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+        super().close()
+
+
+def test_a_controller_whose_threads_all_ended_closes_its_store_and_returns() -> None:
+    storage, ended = _ClosedOnce(), []
+    assert exit_controller(1, storage, others=[], end=ended.append) == 1
+    assert (storage.closed, ended) == (1, [])
+
+
+def test_a_controller_with_threads_still_running_ends_the_process_with_its_code() -> None:
+    """Found by the chaos runner: threads the controller abandons by design (a watch in a
+    blocking read, a call past its deadline) ran on into interpreter shutdown, and on etcd grpc
+    aborted the process: exit -6 instead of 1 after a lost replica lease."""
+    storage, ended = _ClosedOnce(), []
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, daemon=True)
+    stuck.start()
+    try:
+        exit_controller(1, storage, others=[stuck], end=ended.append)
+    finally:
+        release.set()
+    assert (storage.closed, ended) == (0, [1])
