@@ -425,6 +425,13 @@ class MultiClusterLeaseLock:
         generation = int(written["metadata"]["generation"])
         self._last_seen = written
         until = started + self.call_bound
+        # A status that had already observed this generation when the signal created it was
+        # written for a generation that did not exist yet (rule 8): it confirms nothing, also
+        # once the generation caught up with it. The simulator found two leaders when a status
+        # forged one generation ahead named the candidate whose next signal reached it.
+        found = written.get("status")
+        observed = _int_or_zero(found.get("observedGeneration")) if isinstance(found, dict) else 0
+        found_at_signal = found if observed >= generation else None
         while True:
             if self.clock.monotonic() >= until:
                 log.info(
@@ -453,6 +460,8 @@ class MultiClusterLeaseLock:
             self.last_status = view
             self._note_late_confirmation(view)
             verdict = _judge(view, generation, self.identity)
+            if verdict and found_at_signal is not None and view.status == found_at_signal:
+                verdict = None  # not rewritten since the signal: see found_at_signal
             if verdict is not None:
                 return self._accept(started, generation, view, obj) if verdict else False
             self._pause(until)
@@ -570,6 +579,10 @@ class MultiClusterLeaseLock:
             )
             return False
         return True
+
+
+def _int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _judge(view: LeaseView, generation: int, identity: str) -> bool | None:

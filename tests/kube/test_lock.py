@@ -595,11 +595,14 @@ def test_the_refusal_of_a_new_signal_is_no_late_confirmation_of_the_one_before(
     assert lease.get("job", namespace)[0]
     assert lease.update("job", namespace, None) is False  # no controller: gives up
 
+    before = generation(mcl_cluster, namespace)
+    refused: list[int] = []
+
     def refuse() -> None:
-        before = generation(mcl_cluster, namespace)
         deadline = time.monotonic() + 10
         while (current := generation(mcl_cluster, namespace)) == before:
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.01)
         refusal = {
             "type": CONDITION_LOCK_ACQUIRED,
@@ -616,15 +619,34 @@ def test_the_refusal_of_a_new_signal_is_no_late_confirmation_of_the_one_before(
             globalHolderIdentity=lease.identity,
             conditions=[refusal],
         )
+        refused.append(current)
 
     refusing = threading.Thread(target=refuse, daemon=True)
     refusing.start()
     assert lease.get("job", namespace)[0]
     assert lease.update("job", namespace, None) is False  # refused
     refusing.join()
+    assert refused == [before + 1], "the refusal was not written while the lock polled"
     assert lease.get("job", namespace)[0]
     assert lease.update("job", namespace, None) is False  # its annotation carries the count
     note = json.loads(
         read_job(mcl_cluster, namespace)["metadata"]["annotations"]["mclease.io/candidate"]
     )
     assert note.get("missed", 0) == 0, note
+
+
+def test_a_status_written_ahead_of_the_generation_never_confirms_once_it_is_reached(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Found by the simulator (a status forged one generation ahead, seed 3 of a
+    forge-status search): the lock ignored it only while it was ahead; the candidate's next
+    signal raised the generation to it, and it confirmed a signal no controller had seen, while
+    another cluster led. A status already there when the signal was written confirms nothing."""
+    assert lease.get("job", namespace)[0]
+    ahead = generation(mcl_cluster, namespace) + 1  # what the lock's next write will create
+    set_status(
+        mcl_cluster, namespace, observedGeneration=ahead, globalHolderIdentity=lease.identity
+    )
+    assert lease.get("job", namespace)[0]
+    assert lease.update("job", namespace, None) is False
+    assert generation(mcl_cluster, namespace) == ahead

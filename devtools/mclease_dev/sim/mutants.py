@@ -242,6 +242,21 @@ MUTANTS = {
             focus=("api-slow", "trickle-api"),
         ),
         Mutant(
+            "status-ahead-confirms",
+            "8",
+            "a status written for a generation that did not exist yet confirms the signal that "
+            "reaches it (found by this simulator on main, with forged statuses)",
+            (
+                Edit(
+                    _lock.MultiClusterLeaseLock,
+                    "_await_confirmation",
+                    "and view.status == found_at_signal:",
+                    "and False:",
+                ),
+            ),
+            focus=("forge-status",),
+        ),
+        Mutant(
             "refusal-counts-as-late",
             "11",
             "the lock takes the controller's refusal of its new signal (the status of the one "

@@ -263,5 +263,26 @@ def _injector(
             server = servers[fault.target]
             if (scenario.namespace, scenario.lease) in server.objects:
                 server.delete(scenario.namespace, scenario.lease)
+        elif kind == "forge-status":
+            _forge_status(world, servers[fault.target], scenario, int(fault.amount))
 
     return inject
+
+
+def _forge_status(world: runtime.World, server: ApiServer, scenario: Scenario, off: int) -> None:
+    """A status that names a local candidate (the spec's holder, else any) for the generation
+    ``off`` from the current one, written with admin rights, as a stale or foreign writer would."""
+    found = server.objects.get((scenario.namespace, scenario.lease))
+    if found is None:
+        return
+    generation = int(found["metadata"]["generation"])
+    holder = (found.get("spec") or {}).get("holderIdentity") or world.rng.choice(
+        [c.identity for c in scenario.candidates if c.cluster == server.cluster]
+    )
+    forged = {
+        "observedGeneration": max(0, generation + off),
+        "globalHolderIdentity": holder,
+        "globalHolderCluster": server.cluster,
+    }
+    world.note(f"FORGED status of {server.cluster}: {forged} (generation {generation})")
+    server.patch_status(scenario.namespace, scenario.lease, {"status": forged})

@@ -30,7 +30,14 @@ FAULT_KINDS = (
     "partition-api",
     "trickle-api",
     "delete-object",
+    "forge-status",
 )
+"""``forge-status``: someone with status write access (not a controller) writes a status naming a
+local candidate with an old generation, or with one that does not exist yet: rule 8 says no lock
+may take either as a confirmation. A current generation is not forged: whoever may write status
+may confirm (RBAC keeps candidates from it), which docs/safety.md assumes."""
+FIRST_FAULT_KINDS = FAULT_KINDS[:-1]
+"""The kinds before ``forge-status``: the worlds the seeds named in tests/sim were found in."""
 
 ELECTORS = ("standard", "candidate-elector")
 
@@ -229,6 +236,9 @@ def _fault(
         return Fault(at, kind, rng.choice(clusters), rng.uniform(0.2, d))
     if kind == "watch-drop":
         return Fault(at, kind, rng.choice(clusters), 0.0)
+    if kind == "forge-status":
+        # amount: how many generations off, below (negative) or above the current one
+        return Fault(at, kind, rng.choice(clusters), 0.0, rng.choice([-3, -2, -1, -1, 1, 2]))
     return Fault(at, "delete-object", rng.choice(clusters), 0.0)
 
 
