@@ -216,6 +216,20 @@ class LeaderElector:
             with self._lock:
                 self._last_attempt = self.clock.monotonic()
 
+    def adopt_observation(self, other: LeaderElector) -> None:
+        """Start from what ``other``, an elector of the same lease for another local candidate,
+        has observed. The expiry clock of a record is this reader's, whoever it contends for:
+        a new elector per candidate started it afresh, so two local candidates signalling in
+        turn restarted it with every signal, and a record another cluster had long given up
+        was never seen expired (found by the chaos runner: 10 s from heal to a leader against
+        the 8 s bound, rescued only by the other cluster's release)."""
+        if other.name != self.name or other.storage.inner is not self.storage.inner:
+            raise ValueError("an observation is only adopted from an elector of the same lease")
+        with other._lock:
+            observation = other._observation
+        with self._lock:
+            self._observation = observation
+
     def observe(self) -> Observation | None:
         """Read the record without contending: keeps the expiry clock and the new-leader
         callback up to date. Raises :class:`StorageError` when the read fails."""

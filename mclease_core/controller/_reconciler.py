@@ -287,6 +287,8 @@ class Reconciler:
             )
         except (ConfigurationError, ValueError) as exc:
             return None, f"cannot elect for this lease: {exc}"
+        if current is not None:
+            state.elector.adopt_observation(current)
         state.renewed_generation = None
         return state.elector, ""
 

@@ -545,3 +545,21 @@ def test_the_metrics_count_one_store_write_per_renewal(harness: Harness) -> None
         )
         == 1
     )
+
+
+def test_a_record_seen_expired_stays_expired_for_the_next_local_candidate(
+    harness: Harness,
+) -> None:
+    """Found by the chaos runner: the expiry clock of another cluster's record restarted with
+    each new local candidate (an elector per candidate), so two candidates signalling in turn
+    never saw a record expire that the other cluster had long given up: 10 s from heal to a
+    leader against the 8 s bound, rescued only by the other cluster's release."""
+    put_raw_record(harness.store.inner, harness.key, raw_record())
+    assert harness.reconcile() is ReconcileAction.WAIT
+    harness.signal("pod-a")
+    assert harness.reconcile() is ReconcileAction.CONTEND  # held elsewhere: refused
+    harness.clock.advance(D)  # unchanged for its lease duration, as seen here
+    harness.signal("pod-b")  # another local candidate took the spec meanwhile
+    assert harness.reconcile() is ReconcileAction.CONTEND
+    assert harness.record().data.holder == ("east", "pod-b")
+    assert harness.confirms("pod-b")

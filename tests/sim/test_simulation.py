@@ -115,10 +115,10 @@ KNOWN_BUGS = [
     ),
     pytest.param(
         ("refusal-counts-as-late", "retries-pending-signal"),
-        10649,
+        7037,
         FIRST_FAULT_KINDS,
         "liveness",
-        id="rule-11-found-on-main-nobody-led-again-after-a-store-partition-seed-10649",
+        id="rule-11-found-on-main-nobody-led-again-after-a-store-outage-seed-7037",
     ),
     pytest.param(
         ("unbounded-lock-calls",),
