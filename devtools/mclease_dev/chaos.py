@@ -1,9 +1,26 @@
-"""Randomized chaos on real processes: ``python -m mclease_dev.chaos --rounds N``.
+"""Randomized chaos on real processes: ``python -m mclease_dev.chaos --rounds N [--mode M]``.
 
-For: finding schedules the hand-written e2e tests (``tests/e2e``) did not think of. It starts the
-test bed's two clusters (``east``, ``west``) once with the CRD and the controller's RBAC, then
-runs rounds. Each round gets a fresh namespace in both clusters, a fresh global store (rotating
-through ``--stores``: a SQLite file, ``redis-server``, ``etcd``, ``fake-gcs-server``), two
+For: finding schedules the hand-written e2e tests (``tests/e2e``) did not think of. Two kinds of
+rounds (``--mode controllers|elect|both``, default ``both``: they alternate, a controller round
+first, and each store kind gets one of each in turn):
+
+- *controller rounds*, described below;
+- *elect rounds* (:mod:`mclease_dev.chaos_elect`, no Kubernetes): two ``mclease elect``
+  processes campaign for one lease on the round's store (the same kinds and set-up, a network
+  store through the same per-process proxies), each running a heartbeat command (monotonic time
+  and fencing token every 20 ms). Faults: ``kill -9`` or SIGSTOP (0.5-10 s) of the leading
+  ``mclease elect`` alone (its supervisor must stop, or take down, its command), SIGSTOP or
+  ``kill -9`` of the leader's command alone, the proxy faults of one elector's link,
+  ``store-restart``, ``kill-store-leader`` (etcd3). Checks: ``overlap`` of two commands'
+  heartbeat spans, ``fencing`` (each term's token above the previous one), ``failover`` within D
+  + 2P of the heal (D, R, P = 3, 2, 0.5; P = 1 on GCS, whose minimum write interval the CLI
+  enforces), ``orphan`` (a killed elector's command beats on), ``exit`` (only the documented
+  exits: 3 after losing its term to the fault, the command's 137 after its command was killed).
+
+The controller rounds start the test bed's two clusters (``east``, ``west``) once with the CRD
+and the controller's RBAC, then run rounds. Each round gets a fresh namespace in both clusters,
+a fresh global store (rotating through ``--stores``: a SQLite file, ``redis-server``, ``etcd``,
+``fake-gcs-server``), two
 controller replicas per cluster with ``--leader-elect`` (each cluster's pair reaches a network
 store through its own proxies: :class:`~mclease_core.testing.FaultProxy` in front of
 :class:`~mclease_dev.netproxy.TcpProxy`), and four recording candidates: in each cluster one on
@@ -36,8 +53,10 @@ envelope its elector is documented to survive (a longer pause is a documented br
 
 Output: a line per round, then a summary table (and ``--json PATH``); exit 1 on any violation.
 A failing round keeps its files (candidate records, process logs, ``verdict.txt``) under
-``--keep`` and prints the one command that replays it: round ``i``'s seed is derived from the base
-seed and ``i`` (round 0's is the base seed), and its store is ``stores[i % len(stores)]``.
+``--keep`` and prints the one command that replays it (``--seed S --rounds 1 --stores K --mode
+M``): round ``i``'s seed is derived from the base seed and ``i`` (round 0's is the base seed), and
+its store is ``stores[i % len(stores)]`` (``stores[(i // 2) % len(stores)]`` with ``--mode
+both``). The summary's per-fault figures name elect rounds' faults ``elect:KIND``.
 
 Python API: :func:`run` (``tests/e2e/test_chaos.py``). Not for: the product's unit assertions.
 """
@@ -108,6 +127,7 @@ from .servers import (
 __all__ = [
     "FAILOVER_BOUND",
     "FAULTS",
+    "MODES",
     "STORE_KINDS",
     "Fault",
     "RoundResult",
@@ -115,11 +135,16 @@ __all__ = [
     "Violation",
     "draw_fault",
     "main",
+    "round_mode",
     "round_seed",
     "run",
 ]
 
 STORE_KINDS = ("sqlite", "redis", "etcd", "etcd3", "gcs")
+ROUND_MODES = ("controllers", "elect")
+MODES = (*ROUND_MODES, "both")
+"""``--mode``: controller rounds, ``mclease elect`` rounds, or both (alternating, controllers
+first)."""
 """``etcd3`` is a three-member etcd cluster, its members all in the controllers' store URL."""
 NETWORK_STORES = ("redis", "etcd", "gcs")
 
@@ -171,6 +196,13 @@ FAILOVER_BOUND = D + 2 * P
 STEP_DOWN = {"standard": 2 * P + R + C, "candidate-elector": float(R)}
 
 
+def round_mode(mode: str, index: int) -> str:
+    """Round ``index``'s kind under ``--mode mode``: ``both`` alternates, controllers first."""
+    if mode == "both":
+        return ROUND_MODES[index % 2]
+    return mode
+
+
 def round_seed(base: int, index: int) -> int:
     """Round ``index``'s seed; round 0's is ``base``, so ``--seed S --rounds 1`` replays it."""
     return (base + index * 0x9E3779B1) % 2**32
@@ -197,8 +229,17 @@ class Fault:
     """Which of several equal targets (0..1)."""
     trickle_delay: float
 
-    def describe(self) -> str:
+    def describe(self, mode: str = "controllers") -> str:
         where = "leader" if self.at_leader else "other"
+        if mode == "elect":  # two ``mclease elect`` processes, each with its own store link
+            if self.kind in ("pause-elect-leader", "pause-command"):
+                return f"{self.kind} ({self.seconds:.1f}s)"
+            if self.kind == "proxy-trickle":
+                return f"{self.kind} ({where}'s link, {self.seconds:.1f}s, {self.trickle_delay}s/B)"
+            if self.kind.startswith("proxy-"):
+                return f"{self.kind} ({where}'s link, {self.seconds:.1f}s)"
+            if self.kind in ("kill-elect-leader", "kill-command"):
+                return self.kind
         if self.kind in ("kill-leader",):
             return self.kind
         if self.kind == "kill-active-replica":
@@ -273,25 +314,34 @@ class RoundResult:
     notes: list[str] = dataclasses.field(default_factory=list)
     kept: str | None = None
     only: tuple[str, ...] = ()
-    leader: str = ""
-    """Who led when the fault came, and on which elector."""
     """The ``--faults`` the round was drawn from (empty: all)."""
+    leader: str = ""
+    """Who led when the fault came, and on which elector (``mclease elect`` in elect rounds)."""
+    mode: str = "controllers"
+    """``controllers`` (two clusters, controller replicas, candidates) or ``elect`` (two
+    ``mclease elect`` processes, :mod:`mclease_dev.chaos_elect`)."""
 
     @property
     def replay(self) -> str:
         only = f" --faults {','.join(self.only)}" if self.only else ""
         return (
             f"python -m mclease_dev.chaos --seed {self.seed} --rounds 1 --stores {self.store}"
-            + only
+            f" --mode {self.mode}" + only
         )
+
+    @property
+    def fault_key(self) -> str:
+        """The fault's name in the summary's per-fault figures (``elect:`` for elect rounds)."""
+        return self.fault.kind if self.mode == "controllers" else f"elect:{self.fault.kind}"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "mode": self.mode,
             "seed": self.seed,
             "store": self.store,
             "fault": self.fault.kind,
-            "fault_detail": self.fault.describe(),
+            "fault_detail": self.fault.describe(self.mode),
             "seconds": round(self.seconds, 2),
             "failover": None if self.failover is None else round(self.failover, 3),
             "longest_gap": None if self.longest_gap is None else round(self.longest_gap, 3),
@@ -327,16 +377,24 @@ class Summary:
         return [v for r in self.rounds for v in r.violations]
 
     def as_json(self) -> dict[str, Any]:
-        kinds = sorted({r.fault.kind for r in self.rounds})
+        from .chaos_elect import (  # chaos_elect imports this module
+            ELECT_FAILOVER_BOUND,
+            TIMING,
+            failover_bound,
+            timing_of,
+        )
+
+        kinds = sorted({r.fault_key for r in self.rounds})
         failovers = [r.failover for r in self.rounds if r.failover is not None]
         return {
             "base_seed": self.base_seed,
             "rounds": len(self.rounds),
+            "modes": {m: sum(r.mode == m for r in self.rounds) for m in ROUND_MODES},
             "stores": {s: sum(r.store == s for r in self.rounds) for s in self.stores},
-            "faults": {k: sum(r.fault.kind == k for r in self.rounds) for k in kinds},
+            "faults": {k: sum(r.fault_key == k for r in self.rounds) for k in kinds},
             "leader_at_fault_by_elector": {
                 e: sum(r.leader.endswith(f"({e})") for r in self.rounds)
-                for e in ("standard", "candidate-elector")
+                for e in ("standard", "candidate-elector", "mclease elect")
             },
             "violations": len(self.violations),
             "violations_by_check": {
@@ -345,14 +403,18 @@ class Summary:
             },
             "outside_assumptions": sum(len(r.outside_assumptions) for r in self.rounds),
             "failover_bound": FAILOVER_BOUND,
+            "elect_failover_bound": ELECT_FAILOVER_BOUND,
+            "elect_failover_bound_by_store": {k: failover_bound(k) for k in self.stores},
             "failover": _stats(failovers),
+            "failover_by_mode": {
+                m: _stats(
+                    [r.failover for r in self.rounds if r.mode == m and r.failover is not None]
+                )
+                for m in ROUND_MODES
+            },
             "failover_by_fault": {
                 k: _stats(
-                    [
-                        r.failover
-                        for r in self.rounds
-                        if r.fault.kind == k and r.failover is not None
-                    ]
+                    [r.failover for r in self.rounds if r.fault_key == k and r.failover is not None]
                 )
                 for k in kinds
             },
@@ -361,7 +423,7 @@ class Summary:
                     [
                         r.longest_gap
                         for r in self.rounds
-                        if r.fault.kind == k and r.longest_gap is not None
+                        if r.fault_key == k and r.longest_gap is not None
                     ]
                 )
                 for k in kinds
@@ -371,29 +433,41 @@ class Summary:
                 "total": round(sum(r.seconds for r in self.rounds), 1),
             },
             "timings": {"D": D, "R": R, "P": P, "C": round(C, 3)},
+            "elect_timings": dict(zip("DRP", TIMING, strict=True)),
+            "elect_timings_by_store": {
+                k: dict(zip("DRP", timing_of(k), strict=True)) for k in self.stores
+            },
             "keep": self.keep,
             "round_details": [r.as_json() for r in self.rounds],
         }
 
     def table(self) -> str:
         figures = self.as_json()
+        elect = figures["elect_timings"]
+        elect_timing = f"D={elect['D']:g} R={elect['R']:g} P={elect['P']:g}"
+        for store, other in figures["elect_timings_by_store"].items():
+            if other != elect:  # the CLI refused the usual ones there (GCS: P >= 1 s)
+                bound = figures["elect_failover_bound_by_store"][store]
+                elect_timing += f"; {store}: P={other['P']:g}, {bound}s"
 
         def row(name: str, s: Mapping[str, Any]) -> str:
             if not s["n"]:
-                return f"  {name:<22} {s['n']:>3}"
-            return f"  {name:<22} {s['n']:>3}  {s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f}"
+                return f"  {name:<26} {s['n']:>3}"
+            return f"  {name:<26} {s['n']:>3}  {s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f}"
 
         lines = [
             f"chaos: {figures['rounds']} rounds, base seed {self.base_seed}, "
-            f"timings D={D} R={R} P={P} C={C:.2f}s",
+            f"timings D={D} R={R} P={P} C={C:.2f}s (controllers)",
+            "  rounds: " + ", ".join(f"{k} {n}" for k, n in figures["modes"].items()),
             "  stores: " + ", ".join(f"{k} {n}" for k, n in figures["stores"].items()),
             "  leader when the fault came: "
             + ", ".join(f"{k} {n}" for k, n in figures["leader_at_fault_by_elector"].items()),
             f"  violations: {figures['violations']}"
             + (f" {figures['violations_by_check']}" if figures["violations"] else "")
             + f"; overlaps outside the assumptions: {figures['outside_assumptions']}",
-            f"  failover (heal -> a leader) vs bound D + 2P = {FAILOVER_BOUND}s:",
-            f"  {'fault':<22} {'n':>3}  {'min':>7} {'median':>7} {'max':>7}   "
+            f"  failover (heal -> a leader) vs bound D + 2P = {FAILOVER_BOUND}s (controllers), "
+            f"{figures['elect_failover_bound']}s (elect, {elect_timing}):",
+            f"  {'fault':<26} {'n':>3}  {'min':>7} {'median':>7} {'max':>7}   "
             "(longest leaderless gap: n min median max)",
         ]
         for kind in figures["faults"]:
@@ -404,7 +478,9 @@ class Summary:
                 else ""
             )
             lines.append(row(kind, figures["failover_by_fault"][kind]) + gap_text)
-        lines.append(row("all", figures["failover"]))
+        for mode in ROUND_MODES:
+            if figures["modes"][mode]:
+                lines.append(row(f"all {mode}", figures["failover_by_mode"][mode]))
         seconds = figures["seconds_per_round"]
         if seconds["n"]:
             lines.append(
@@ -434,6 +510,34 @@ class _Link:
     @property
     def address(self) -> str:
         return self.lossy.address
+
+
+def proxy_fault(link: _Link, kind: str, fault: Fault, result: RoundResult) -> float:
+    """Apply the proxy fault ``kind`` to ``link`` for ``fault.seconds``; return when it healed."""
+    end = time.monotonic() + fault.seconds
+    if kind == "proxy-lose-answers":
+        proxy = link.lossy
+        writes_only = result.store == "gcs"  # HTTP: lose what changes something
+
+        def matching(chunk: bytes) -> bool:
+            # An armed loss no request matched by the end of the window never matches.
+            return time.monotonic() < end and not (writes_only and chunk.startswith(b"GET "))
+
+        armed = proxy.answers_lost
+        proxy.lose_next_answer(matching)
+        while time.monotonic() < end:
+            if proxy.answers_lost > armed:
+                armed = proxy.answers_lost
+                proxy.lose_next_answer(matching)
+            time.sleep(0.02)
+        time.sleep(proxy.quiet + 0.05)  # a request matched just before the end is cut now
+        result.notes.append(f"answers lost: {proxy.answers_lost}")
+        return time.monotonic()
+    link.tcp.trickle_delay = fault.trickle_delay
+    link.tcp.mode = "trickle" if kind == "proxy-trickle" else "blackhole"
+    time.sleep(max(0.0, end - time.monotonic()))
+    link.tcp.mode = "pass"
+    return time.monotonic()
 
 
 def _store_url(kind: str, address: str, workdir: Path) -> str:
@@ -677,30 +781,7 @@ class _Round:
             raise AssertionError(f"unknown fault {kind}")
 
     def proxy_fault(self, link: _Link, kind: str, fault: Fault) -> float:
-        end = time.monotonic() + fault.seconds
-        if kind == "proxy-lose-answers":
-            proxy = link.lossy
-            writes_only = self.result.store == "gcs"  # HTTP: lose what changes something
-
-            def matching(chunk: bytes) -> bool:
-                # An armed loss no request matched by the end of the window never matches.
-                return time.monotonic() < end and not (writes_only and chunk.startswith(b"GET "))
-
-            armed = proxy.answers_lost
-            proxy.lose_next_answer(matching)
-            while time.monotonic() < end:
-                if proxy.answers_lost > armed:
-                    armed = proxy.answers_lost
-                    proxy.lose_next_answer(matching)
-                time.sleep(0.02)
-            time.sleep(proxy.quiet + 0.05)  # a request matched just before the end is cut now
-            self.result.notes.append(f"answers lost: {proxy.answers_lost}")
-            return time.monotonic()
-        link.tcp.trickle_delay = fault.trickle_delay
-        link.tcp.mode = "trickle" if kind == "proxy-trickle" else "blackhole"
-        time.sleep(max(0.0, end - time.monotonic()))
-        link.tcp.mode = "pass"
-        return time.monotonic()
+        return proxy_fault(link, kind, fault, self.result)
 
     def watch(self) -> None:
         """Until a leader follows the heal (or the bound and 10 s passed), then :data:`SETTLE`
@@ -983,40 +1064,53 @@ def run(
     say: Callable[[str], None] = print,
     keep_all: bool = False,
     faults: Sequence[str] = (),
+    mode: str = "both",
 ) -> Summary:
     """Run ``rounds`` rounds; ``clusters`` are prepared test-bed clusters (name -> (cluster,
-    controller kubeconfig), as ``prepare_cluster`` returns it), else two are started here."""
+    controller kubeconfig), as ``prepare_cluster`` returns it), else two are started here (not
+    for ``mode="elect"``, which needs none)."""
+    from . import chaos_elect  # it imports this module
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     for kind in stores:
         if kind not in STORE_KINDS:
             raise ValueError(f"unknown store kind {kind!r}; choose from {', '.join(STORE_KINDS)}")
-    known = {k for kinds in FAULTS.values() for k in kinds}
+    known = {k for table in (FAULTS, chaos_elect.ELECT_FAULTS) for ks in table.values() for k in ks}
     for kind in faults:
         if kind not in known:
             raise ValueError(f"unknown fault {kind!r}; choose from {', '.join(sorted(known))}")
-    if not faults or "wall-step-candidate" in faults:
+    modes = [round_mode(mode, index) for index in range(rounds)]
+    if "controllers" in modes and (not faults or "wall-step-candidate" in faults):
         faketime_library()  # fails now, with the fix, rather than in a round
     base = seed if seed is not None else random.SystemRandom().randrange(2**32)
     keep_dir = keep if keep is not None else Path(tempfile.mkdtemp(prefix="mclease-chaos-"))
     keep_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(base, tuple(stores), str(keep_dir))
     say(
-        f"chaos: base seed {base}, {rounds} rounds on {', '.join(stores)}; "
+        f"chaos: base seed {base}, {rounds} rounds ({mode}) on {', '.join(stores)}; "
         f"failing rounds kept in {keep_dir}"
     )
     with contextlib.ExitStack() as stack:
-        if clusters is None:
+        if clusters is None and "controllers" in modes:
             root = Path(
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="mclease-chaos-kube-"))
             )
             running = stack.enter_context(running_clusters(["east", "west"], root, find_assets()))
             clusters = {name: (c, prepare_cluster(c)) for name, c in running.items()}
-        for index in range(rounds):
-            kind = stores[index % len(stores)]
+        for index, this_mode in enumerate(modes):
+            # --mode both: each store gets a controller round, then an elect round.
+            kind = stores[(index // 2 if mode == "both" else index) % len(stores)]
             this_seed = round_seed(base, index)
-            fault = draw_fault(random.Random(this_seed), kind, faults)
-            result = RoundResult(index, this_seed, kind, fault, only=tuple(faults))
-            workdir = keep_dir / f"round-{index:03d}-{kind}-{this_seed}"
-            run_round(result, clusters, workdir, say)
+            draw = draw_fault if this_mode == "controllers" else chaos_elect.draw_elect_fault
+            fault = draw(random.Random(this_seed), kind, faults)
+            result = RoundResult(index, this_seed, kind, fault, only=tuple(faults), mode=this_mode)
+            workdir = keep_dir / f"round-{index:03d}-{this_mode}-{kind}-{this_seed}"
+            if this_mode == "elect":
+                chaos_elect.run_elect_round(result, workdir, say)
+            else:
+                assert clusters is not None
+                run_round(result, clusters, workdir, say)
             failed = bool(result.violations or result.outside_assumptions)
             if failed:
                 result.kept = str(workdir)
@@ -1033,7 +1127,8 @@ def run(
                 else ("outside assumptions" if result.outside_assumptions else "ok")
             )
             say(
-                f"round {index:3d} {kind:<6} {fault.describe():<52} failover {failover:>6}  "
+                f"round {index:3d} {this_mode[:5]:<5} {kind:<6} {fault.describe(this_mode):<52} "
+                f"failover {failover:>6}  "
                 f"{result.seconds:5.1f}s  {verdict}"
             )
             if failed:
@@ -1115,6 +1210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--faults", default="", help="draw only these faults (comma-separated; default all)"
     )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="both",
+        help="controller rounds (two clusters), mclease elect rounds (no Kubernetes), or both, "
+        "alternating (default)",
+    )
     args = parser.parse_args(args_list)
     stores = tuple(s.strip() for s in args.stores.split(",") if s.strip())
     unknown = [s for s in stores if s not in STORE_KINDS]
@@ -1127,6 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep=args.keep,
         keep_all=args.keep_all,
         faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
+        mode=args.mode,
     )
     print(summary.table())
     if args.json is not None:
