@@ -83,7 +83,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -760,16 +760,7 @@ class _Round:
             self.heal = time.monotonic()
             note(f"stepped the wall clock of {target.label} by {fault.seconds:+.1f}s")
         elif kind == "kill-store-leader":
-            found = wait_until(lambda: etcd_leader(self.members), timeout=10, message="a leader")
-            assert found is not None
-            found.kill()
-            killed = time.monotonic()
-            wait_until(lambda: etcd_leader(self.members), timeout=15, message="a new etcd leader")
-            self.heal = time.monotonic()
-            note(f"killed etcd leader {found.name}; a new one after {self.heal - killed:.2f}s")
-            time.sleep(fault.seconds)
-            found.start()
-            note(f"{found.name} started again {fault.seconds:.2f}s after the new leader")
+            self.heal = kill_store_leader(self.members, fault.seconds, note)
         elif kind in ("store-restart", "store-wipe"):
             assert self.store is not None
             self.store.kill()
@@ -1017,8 +1008,34 @@ def run_round(
     say: Callable[[str], None] = print,
 ) -> RoundResult:
     """One round in ``workdir`` (kept by the caller when it fails)."""
-    started = time.monotonic()
     chaos = _Round(result, prepared, workdir, say)
+    return carry_out(chaos, result, workdir, logs=chaos.group.logs)
+
+
+class RoundSteps(Protocol):
+    """What a kind of round does, step by step (:class:`_Round`, ``chaos_elect._ElectRound``)."""
+
+    store: ServerProcess | None
+    members: list[ServerProcess]
+
+    def set_up(self, stack: contextlib.ExitStack) -> None: ...
+    def wait_first_leader(self) -> Any: ...
+    def apply(self, leader: Any) -> None: ...
+    def watch(self) -> None: ...
+    def tear_down(self) -> None: ...
+    def judge(self) -> None: ...
+
+
+def carry_out(
+    chaos: RoundSteps,
+    result: RoundResult,
+    workdir: Path,
+    *,
+    logs: Callable[[], str] | None = None,
+) -> RoundResult:
+    """Run ``chaos``'s steps; an exception is an ``error`` violation. A failed round keeps its
+    traceback, its processes' ``logs()``, its stores' logs and its verdict in ``workdir``."""
+    started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
             try:
@@ -1040,15 +1057,35 @@ def run_round(
                 f"{type(exc).__name__}: {exc}".strip()[:2000],
             )
         )
+        workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "traceback.txt").write_text(traceback.format_exc())
     result.seconds = time.monotonic() - started
     if result.violations or result.outside_assumptions:
         with contextlib.suppress(OSError):
-            (workdir / "logs.txt").write_text(chaos.group.logs())
+            if logs is not None:
+                (workdir / "logs.txt").write_text(logs())
             for server in [*([chaos.store] if chaos.store else []), *chaos.members]:
                 (workdir / f"{server.name}.log").write_text(server.log_tail(400))
             (workdir / "verdict.txt").write_text(json.dumps(result.as_json(), indent=2) + "\n")
     return result
+
+
+def kill_store_leader(
+    members: list[ServerProcess], seconds: float, note: Callable[[str], None]
+) -> float:
+    """Kill the etcd cluster's raft leader -9; return when the others elected a new one (the
+    heal), after which the killed member is started again ``seconds`` later."""
+    found = wait_until(lambda: etcd_leader(members), timeout=10, message="a leader")
+    assert found is not None
+    found.kill()
+    killed = time.monotonic()
+    wait_until(lambda: etcd_leader(members), timeout=15, message="a new etcd leader")
+    heal = time.monotonic()
+    note(f"killed etcd leader {found.name}; a new one after {heal - killed:.2f}s")
+    time.sleep(seconds)
+    found.start()
+    note(f"{found.name} started again {seconds:.2f}s after the new leader")
+    return heal
 
 
 # ----- the run -----------------------------------------------------------------------------------

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import random
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,13 +59,15 @@ from .chaos import (
     _longest_gap,
     _start_store,
     _store_url,
+    carry_out,
+    kill_store_leader,
     proxy_fault,
     result_seed_for_order,
 )
 from .multicluster import Interval, describe, overlaps
 from .processes import ElectProcess
 from .records import HEARTBEAT_FRESH
-from .servers import etcd_cluster, etcd_leader
+from .servers import etcd_cluster
 
 __all__ = [
     "ELECT_FAILOVER_BOUND",
@@ -351,16 +351,7 @@ class _ElectRound:
             self.heal = proxy_fault(self.links[target.name], kind, fault, self.result)
             note(f"{kind} on {target.name}'s link to the store for {fault.seconds:.2f}s")
         elif kind == "kill-store-leader":
-            found = wait_until(lambda: etcd_leader(self.members), timeout=10, message="a leader")
-            assert found is not None
-            found.kill()
-            killed = time.monotonic()
-            wait_until(lambda: etcd_leader(self.members), timeout=15, message="a new etcd leader")
-            self.heal = time.monotonic()
-            note(f"killed etcd leader {found.name}; a new one after {self.heal - killed:.2f}s")
-            time.sleep(fault.seconds)
-            found.start()
-            note(f"{found.name} started again {fault.seconds:.2f}s after the new leader")
+            self.heal = kill_store_leader(self.members, fault.seconds, note)
         elif kind == "store-restart":
             assert self.store is not None
             self.store.kill()
@@ -493,35 +484,4 @@ def run_elect_round(
     result: RoundResult, workdir: Path, say: Callable[[str], None] = print
 ) -> RoundResult:
     """One elect round in ``workdir`` (kept by the caller when it fails)."""
-    started = time.monotonic()
-    chaos = _ElectRound(result, workdir, say)
-    try:
-        with contextlib.ExitStack() as stack:
-            try:
-                chaos.set_up(stack)
-                leader = chaos.wait_first_leader()
-                chaos.apply(leader)
-                chaos.watch()
-            finally:
-                chaos.tear_down()
-        chaos.judge()
-    except Exception as exc:
-        result.violations.append(
-            Violation(
-                result.index,
-                result.seed,
-                result.store,
-                result.fault.kind,
-                "error",
-                f"{type(exc).__name__}: {exc}".strip()[:2000],
-            )
-        )
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "traceback.txt").write_text(traceback.format_exc())
-    result.seconds = time.monotonic() - started
-    if result.violations:
-        with contextlib.suppress(OSError):
-            for server in [*([chaos.store] if chaos.store else []), *chaos.members]:
-                (workdir / f"{server.name}.log").write_text(server.log_tail(400))
-            (workdir / "verdict.txt").write_text(json.dumps(result.as_json(), indent=2) + "\n")
-    return result
+    return carry_out(_ElectRound(result, workdir, say), result, workdir)
