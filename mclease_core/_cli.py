@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, _options
+from ._changes import ChangeTracker, TrackedStorage
 from ._crd import crd_manifest
 from ._decisions import LeaseTiming, safety_margin
 from ._elector import LeaderElector
@@ -328,6 +329,12 @@ def _add_controller(commands: Any) -> None:
         metavar="[HOST]:PORT",
         aliases=("--health-address",),
     )
+    controller.switch(
+        "--poll-store",
+        "read each lease's global record on every reconcile even when the store has a change "
+        "feed (etcd, Redis, SQLite): more store reads, and another cluster's release is seen at "
+        "the next signal instead of at once",
+    )
     controller.switch("--leader-elect", "elect one active replica with a coordination.k8s.io Lease")
     controller.value(
         "--leader-elect-namespace",
@@ -412,10 +419,22 @@ def _elect(args: argparse.Namespace) -> int:
         spare = timing.lease_duration - timing.renew_deadline
         kill_grace = max(0.0, min(spare / 3, spare - safety_margin(timing.lease_duration)))
     check_runnable(command[0], os.environ)  # the command's environment adds only MCLEASE_*
+    # The command is forked while the change feed's thread may be in a gRPC call (etcd); gRPC's
+    # fork handlers would then print a line of their own to stderr, and the child execs at once
+    # anyway: they are of no use here. Read when grpc is first imported, by the backend.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     storage = load_backends().open(args.storage)
+    changes: ChangeTracker | None = None
     try:
+        if not args.single_attempt:  # one attempt: nothing to wake up for
+            changes = ChangeTracker.of(storage, name="mclease-elect-changes")
         elector = LeaderElector(
-            storage, args.name, args.identity, cluster=args.cluster, timing=timing
+            storage if changes is None else TrackedStorage(storage, changes),
+            args.name,
+            args.identity,
+            cluster=args.cluster,
+            timing=timing,
+            changes=changes,  # a follower takes a released lease at once, not a period later
         )
         runner = ElectedCommand(
             elector,
@@ -425,8 +444,12 @@ def _elect(args: argparse.Namespace) -> int:
             single_attempt=args.single_attempt,
         )
         _check_store(storage, args.name)
+        if changes is not None:
+            changes.start()
         return runner.run()
     finally:
+        if changes is not None:
+            changes.close()
         storage.close()
 
 
@@ -528,6 +551,7 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
         workers=args.workers,
         metrics_address=args.metrics_bind_address,
         health_address=args.health_probe_bind_address,
+        watch_store=not args.poll_store,
         leader_elect=args.leader_elect,
         leader_elect_namespace=namespace or "",  # unused without --leader-elect
         leader_elect_timing=LeaseTiming(

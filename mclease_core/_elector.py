@@ -12,6 +12,12 @@ every other elector measures expiry from when it first *saw* that write, which i
 take the lease over before ``lease_duration`` after that sending, and ``renew_deadline <
 lease_duration`` keeps the two terms apart.
 
+With a :class:`ChangeTracker` of the store (``changes``), a follower decides to wait from the record
+the store's change feed reports instead of reading it, and wakes as soon as another writer changes
+it (a release is taken at once, not a retry period later); a decision to write still reads first.
+Then ``storage`` must be the tracker's :class:`TrackedStorage`, so the tracker knows this elector's
+own writes.
+
 What to do next is decided by the pure functions of ``_decisions``; this module does the I/O, the
 waiting and the callbacks. For unit tests, :meth:`LeaderElector.try_acquire_or_renew` and
 :meth:`LeaderElector.check_deadline` run one step each with an injected clock; :meth:`run` is the
@@ -29,6 +35,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._changes import ChangeTracker
 from ._clock import SYSTEM_CLOCK, Clock
 from ._decisions import (
     ElectorAction,
@@ -115,6 +122,7 @@ class LeaderElector:
         clock: Clock = SYSTEM_CLOCK,
         jitter: float = 0.2,
         rng: random.Random | None = None,
+        changes: ChangeTracker | None = None,
     ):
         if not identity:
             raise ValueError("an elector needs a non-empty identity")
@@ -130,6 +138,9 @@ class LeaderElector:
         self.clock = clock
         self.jitter = jitter
         self._rng = rng or random.Random()
+        self.changes = changes
+        self.reads_saved = 0
+        """Decisions to wait taken from the change feed instead of a read."""
 
         self._lock = threading.RLock()
         self._terms = TermKeeper(
@@ -151,6 +162,8 @@ class LeaderElector:
         self._reported_unexpected = False
 
         self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        """Set by :meth:`stop` and by a change of the record by another writer."""
         self._running = False
         self._thread: threading.Thread | None = None
 
@@ -231,10 +244,28 @@ class LeaderElector:
             self._observation = observation
 
     def observe(self) -> Observation | None:
-        """Read the record without contending: keeps the expiry clock and the new-leader
-        callback up to date. Raises :class:`StorageError` when the read fails."""
+        """Look at the record without contending: from the change feed when it knows the record,
+        else read. Keeps the expiry clock and the new-leader callback up to date. Raises
+        :class:`StorageError` when the read fails."""
+        known, observation = self._observe_known()
+        return observation if known else self._observe_read()
+
+    def _observe_known(self) -> tuple[bool, Observation | None]:
+        """``(True, observation)`` folded from the record the change feed reports, if it knows
+        it; ``(False, None)`` otherwise."""
+        if self.changes is None:
+            return False, None
+        known, record = self.changes.known(self.name)
+        if not known:
+            return False, None
+        return True, self._fold(record)
+
+    def _observe_read(self) -> Observation | None:
         with self._contained():
             current = self._read()
+        return self._fold(current)
+
+    def _fold(self, current: LeaseObject | None) -> Observation | None:
         now = self.clock.monotonic()
         with self._lock:
             self._observation = observe(self._observation, current, now)
@@ -275,7 +306,9 @@ class LeaderElector:
         return self._written(written, sent, ElectorAction.RENEW, term)
 
     def _read_and_decide(self, term: Term | None) -> bool:
-        observation = self.observe()
+        if term is None and self._wait_on_known():
+            return False
+        observation = self._observe_read()
         current = observation.record if observation is not None else None
         now = self.clock.monotonic()
         if term is not None and (current is None or current.data.holder != self.me):
@@ -305,6 +338,19 @@ class LeaderElector:
                 return False
             written = resolved
         return self._written(written, sent, decision.action, term)
+
+    def _wait_on_known(self) -> bool:
+        """Whether the record the change feed reports says to wait: then no read is needed
+        (waiting is safe whatever changed since; the feed wakes us when something did)."""
+        known, observation = self._observe_known()
+        if not known:
+            return False
+        decision = decide(observation, self.me, False, self.clock.monotonic())
+        if decision.action is not ElectorAction.WAIT:
+            return False  # about to write: read first, the absence of a change proves nothing
+        self._next_wait = decision.wait
+        self.reads_saved += 1
+        return True
 
     def _read(self) -> LeaseObject | None:
         try:
@@ -418,19 +464,27 @@ class LeaderElector:
         """Campaign and lead until :meth:`stop`; then end the term and, by default, release."""
         self._terms.start_watchdog()
         self._running = True
+        unsubscribe = self.changes.subscribe(self._changed) if self.changes else None
         try:
             while not self._stopping.is_set() and self.fatal_error is None:
                 self._next_wait = 0.0
+                self._wakeup.clear()
                 self.try_acquire_or_renew()
                 if self.fatal_error is None:
-                    self._stopping.wait(self.next_wait())
+                    self._wakeup.wait(self.next_wait())
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             self._running = False
             self._stopping.set()
             self._terms.stop_watchdog()
             self._terms.end_current("elector stopped", deliberate=True)
             if self.release_on_stop and self.fatal_error is None:
                 self.release()
+
+    def _changed(self, key: str) -> None:
+        if key == self.name and not self.is_leader():  # a leader renews on its own schedule
+            self._wakeup.set()
 
     def start(self) -> LeaderElector:
         """Run :meth:`run` in a background thread."""
@@ -445,6 +499,7 @@ class LeaderElector:
     def stop(self, timeout: float | None = None) -> None:
         """End the term now, stop the loop, release if configured, and wait up to ``timeout``."""
         self._stopping.set()
+        self._wakeup.set()
         self._terms.end_current("elector stopped", deliberate=True)
         if self._terms.in_callback():
             return  # called from on_stopped_leading: the loop waits for that callback to return
@@ -504,6 +559,7 @@ class LeaderElector:
         if term is not None:
             self._terms.end(term, f"configuration error: {exc}")
         self._stopping.set()
+        self._wakeup.set()
 
     def _note_error(self, exc: StorageError) -> None:
         with self._lock:

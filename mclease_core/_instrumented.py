@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import threading
 
-from ._storage import Capabilities, LeaseData, LeaseObject, Storage
+from ._storage import Capabilities, ChangeFeed, LeaseData, LeaseObject, Storage
 
 
 class CountingStorage(Storage):
@@ -22,6 +22,9 @@ class CountingStorage(Storage):
     @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
+
+    def watch(self) -> ChangeFeed:
+        return self.inner.watch()
 
     def counts(self) -> dict[str, int]:
         """A snapshot: operation name -> calls made (failed calls included)."""

@@ -5,6 +5,11 @@ A store keeps one record per lease key and offers four operations on it: ``read`
 Versions are integers that strictly increase per key, also across delete and recreate, which is
 what makes a version usable as a fencing token.
 
+A store that can notify (``capabilities.watch``) also offers ``watch()``: a :class:`ChangeFeed` of
+the records of its prefix as they change. A change is a hint that saves reads, never a reason to
+act: whoever decides to write (take a lease over, say) reads first, because the absence of events
+proves nothing. What a feed must guarantee is in :class:`ChangeFeed`.
+
 Not here: leader election (see ``_decisions`` and ``_elector``), encoding (``_codec``), and
 choosing a backend by URL (``_plugins``).
 """
@@ -97,7 +102,9 @@ class Capabilities:
 
     ``min_write_interval``: the shortest time, in seconds, between two writes of one record the
     store sustains (GCS: about one second). An elector whose retry period is shorter is refused.
-    ``watch``: the backend can notify about changes (not needed by the elector).
+    ``watch``: :meth:`Storage.watch` returns a :class:`ChangeFeed` (not needed by the elector;
+    with one, followers stop reading the record while nothing changes, and react to a release at
+    once).
     ``may_lose_writes``: the store can lose acknowledged writes: on a failover (Redis with
     asynchronous replication), on a restart (Redis from its last RDB snapshot or an AOF that is
     not fsynced on every write; the in-memory store), so versions and fencing tokens can repeat and
@@ -141,6 +148,59 @@ def validate_key(key: object) -> str:
     return key
 
 
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One entry of a :class:`ChangeFeed`.
+
+    ``key`` ``None``: *resync*: the feed (re)started and changes before it were not reported, so
+    forget what earlier changes said about every key. Otherwise ``key`` changed and ``record``
+    is what the store holds for it as of this change (exactly what :meth:`Storage.read` of that
+    version returns), or ``None`` when the feed cannot say (it was deleted, or its bytes do not
+    decode): read it to know.
+    """
+
+    key: str | None
+    record: LeaseObject | None = None
+
+
+RESYNC = Change(None)
+
+
+class ChangeFeed(Closing):
+    """The changes of the records under one store's prefix, in the order the store applied them.
+
+    The guarantees a consumer relies on:
+
+    - The first entry is :data:`RESYNC`, once the feed is established; from then on every
+      create, update and delete of a key under the prefix is reported (``next`` returns it within
+      ``WATCH_LATENCY`` seconds of the write being acknowledged), or a :data:`RESYNC` follows
+      any gap in which changes may have gone unreported.
+    - ``connected`` is False while the feed cannot keep that promise: it lost the store, or has
+      not heard from it for ``capabilities.operation_timeout`` (it probes an idle connection, so
+      a silently dropped one is noticed within that time). The feed re-establishes itself and
+      reports :data:`RESYNC` again.
+    - Records in changes are decoded and validated like :meth:`Storage.read` results; a record
+      that does not decode is reported with ``record=None``, never raised.
+    - ``next`` and ``close`` return within their timeout plus ``operation_timeout``; ``next``
+      never raises for a store that went away.
+    """
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether every change since the last :data:`RESYNC` has been or will be reported."""
+
+    @abc.abstractmethod
+    def next(self, timeout: float) -> list[Change]:
+        """The changes that arrived since the last call, waiting up to ``timeout`` seconds for
+        the first; ``[]`` when none came."""
+
+
+WATCH_LATENCY = 1.0
+"""Seconds within which a change feed reports an acknowledged write on a loopback store (the
+conformance bound; a store across a network adds its round trip)."""
+
+
 class Storage(Closing):
     """A store of lease records with compare-and-swap.
 
@@ -172,6 +232,11 @@ class Storage(Closing):
     @abc.abstractmethod
     def delete(self, key: str, *, version: int) -> None:
         """Remove the record if its version is ``version``; else :class:`LeaseConflictError`."""
+
+    def watch(self) -> ChangeFeed:
+        """A feed of the changes under this store's prefix, for a store whose capabilities say
+        ``watch``; the caller closes it. Others raise :class:`NotImplementedError`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot watch for changes")
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""

@@ -40,6 +40,14 @@ inside the process skips them ("capability: ..."). They hold a backend to the fa
 - a write that committed but whose answer was lost is never a conflict or already-exists:
   :class:`OutcomeUnknownError`, or success with the right record if the backend can prove it.
 
+A store whose capabilities say ``watch`` is held to the :class:`~mclease_core.plugin.ChangeFeed`
+contract: a feed starts with a resync, reports another client's create, update and delete within
+:data:`~mclease_core.plugin.WATCH_LATENCY` (plus margin) with exactly the record a read returns,
+and nothing of another namespace; a frozen server makes it disconnected within
+``operation_timeout`` (plus margin), a restarted one is followed by a resync, and writes are
+reported again after either; closing is bounded. A store that cannot watch must say so
+(``watch()`` raises :class:`NotImplementedError`), and then these tests skip ("capability: ...").
+
 It needs ``pytest`` and ``hypothesis`` (``pip install mclease-core[test]``); nothing else in
 ``mclease_core`` imports this module. See docs/writing-a-backend.md.
 """
@@ -80,7 +88,17 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._plugins import open_storage
-from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage
+from ._storage import (
+    MAX_KEY_BYTES,
+    RESYNC,
+    WATCH_LATENCY,
+    Capabilities,
+    Change,
+    ChangeFeed,
+    LeaseData,
+    LeaseObject,
+    Storage,
+)
 from .testing import LOOPBACK, FaultProxy, ServerProcess, call_all_within, call_within, free_port
 
 __all__ = [
@@ -685,6 +703,101 @@ class StorageConformance:
                     assert result.value == stored, f"{op} reported another record than it wrote"
                 version = stored.version
 
+    # ----- change feeds -------------------------------------------------------------------------
+
+    def test_a_store_watches_as_its_capabilities_declare(self, storage: Storage) -> None:
+        if not storage.capabilities.watch:
+            with pytest.raises(NotImplementedError):
+                storage.watch()
+            return
+        feed = storage.watch()
+        try:
+            _await_resync(feed, storage.capabilities.operation_timeout + FAULT_MARGIN)
+            assert feed.connected, "a feed that resynced says it is not connected"
+        finally:
+            feed.close()
+
+    def test_a_feed_reports_each_write_of_another_client_with_its_record(
+        self, storage_harness: StorageHarness, namespace: str, storage: Storage
+    ) -> None:
+        """Within WATCH_LATENCY (plus margin) of each acknowledged write, with the record a
+        read returns; a delete as ``record=None``; another namespace's writes never."""
+        with _feed_or_skip(storage) as feed, storage_harness.open(namespace) as other:
+            _await_resync(feed, storage.capabilities.operation_timeout + FAULT_MARGIN)
+            with storage_harness.open(_new_namespace()) as stranger:
+                stranger.create("watched", sample_lease_data("stranger"))
+            created = other.create("watched", sample_lease_data("created"))
+            _expect_change(feed, "watched", created, "a create")
+            updated = other.update("watched", sample_lease_data("updated"), version=created.version)
+            assert storage.read("watched") == updated
+            _expect_change(feed, "watched", updated, "an update")
+            other.delete("watched", version=updated.version)
+            _expect_change(feed, "watched", None, "a delete")
+            recreated = other.create("watched", sample_lease_data("recreated"))
+            _expect_change(feed, "watched", recreated, "a create after a delete")
+
+    def test_a_feed_notices_a_frozen_server_and_resyncs_after_it(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        """A silent store (a paused server: the connection stays open and says nothing) makes
+        the feed disconnected within ``operation_timeout`` (plus margin); once the server answers
+        again the feed resyncs and reports writes."""
+        server = _server_or_skip(storage_harness)
+        with (
+            _open_at(storage_harness, namespace, server.host, server.port) as store,
+            _feed_or_skip(store) as feed,
+            storage_harness.open(namespace) as other,
+        ):
+            bound = store.capabilities.operation_timeout + FAULT_MARGIN
+            _await_resync(feed, bound)
+            server.pause()
+            try:
+                lost_after = _await(lambda: not feed.connected, feed, bound)
+            finally:
+                server.resume()
+            assert lost_after is not None, (
+                f"the feed still says it is connected {bound:g}s after its server froze: it must "
+                "probe an idle connection and give up within operation_timeout"
+            )
+            _await_resync(feed, bound)
+            written = other.create("after-freeze", sample_lease_data("after"))
+            _expect_change(feed, "after-freeze", written, "a write after the freeze")
+
+    def test_a_feed_resyncs_after_its_server_restarted(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        """The server restarted (and may have lost its records): the feed reports a resync, so
+        its consumer forgets what it knew, and then reports writes again."""
+        server = _server_or_skip(storage_harness)
+        with (
+            _open_at(storage_harness, namespace, server.host, server.port) as store,
+            _feed_or_skip(store) as feed,
+        ):
+            bound = store.capabilities.operation_timeout + FAULT_MARGIN
+            _await_resync(feed, bound)
+            server.stop()
+            server.start()
+            _await_resync(feed, 2 * bound)
+            with storage_harness.open(namespace) as other:
+                written = other.create("after-restart", sample_lease_data("after"))
+            _expect_change(feed, "after-restart", written, "a write after the restart")
+
+    def test_closing_a_feed_of_a_frozen_server_is_bounded(
+        self, storage_harness: StorageHarness, namespace: str
+    ) -> None:
+        server = _server_or_skip(storage_harness)
+        store = _open_at(storage_harness, namespace, server.host, server.port)
+        with store, _feed_or_skip(store) as feed:
+            bound = store.capabilities.operation_timeout + FAULT_MARGIN
+            _await_resync(feed, bound)
+            server.pause()
+            try:
+                result = call_within(bound, feed.close, name="close")
+            finally:
+                server.resume()
+            assert result.finished, f"closing a feed of a frozen server: {result.describe()}"
+            assert result.error is None, f"closing a feed of a frozen server: {result.describe()}"
+
     # ----- against the model -------------------------------------------------------------------
 
     def test_behaves_like_the_reference_model(self, storage_harness: StorageHarness) -> None:
@@ -735,6 +848,62 @@ def _warm_connection(store: Storage) -> None:
 
 
 _TIME_OUT = ": the backend must time out within its declared operation_timeout"
+
+
+# ----- change feed helpers -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _feed_or_skip(store: Storage) -> Iterator[ChangeFeed]:
+    if not store.capabilities.watch:
+        pytest.skip("capability: the store cannot watch for changes")
+    feed = store.watch()
+    try:
+        yield feed
+    finally:
+        feed.close()
+
+
+def _await(done: Callable[[], bool], feed: ChangeFeed, within: float) -> list[Change] | None:
+    """Read ``feed`` until ``done()``; what it reported meanwhile, or ``None`` on time out."""
+    seen: list[Change] = []
+    deadline = time.monotonic() + within
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        seen += feed.next(min(left, 0.2))
+    return seen
+
+
+def _await_resync(feed: ChangeFeed, within: float) -> None:
+    seen: list[Change] = []
+
+    def resynced() -> bool:
+        return RESYNC in seen and feed.connected
+
+    deadline = time.monotonic() + within
+    while not resynced():
+        left = deadline - time.monotonic()
+        assert left > 0, f"no resync within {within:g}s (reported: {seen[-5:]})"
+        seen += feed.next(min(left, 0.2))
+
+
+def _expect_change(feed: ChangeFeed, key: str, record: LeaseObject | None, what: str) -> None:
+    """The feed reports ``key`` as ``record`` within WATCH_LATENCY (plus margin) of now, the
+    moment its write was acknowledged; other keys must not be reported."""
+    bound = WATCH_LATENCY + FAULT_MARGIN
+    deadline = time.monotonic() + bound
+    seen: list[Change] = []
+    while time.monotonic() < deadline:
+        seen += feed.next(max(0.0, min(deadline - time.monotonic(), 0.2)))
+        if Change(key, record) in seen:
+            break
+    strangers = [c for c in seen if c.key not in (key, None)]
+    assert not strangers, f"after {what} the feed reported other keys: {strangers[:3]}"
+    assert Change(key, record) in seen, (
+        f"{what} was not reported as {Change(key, record)} within {bound:g}s; reported: {seen}"
+    )
 
 
 def _close_all(stores: Iterable[Storage]) -> None:

@@ -61,7 +61,18 @@ from ._errors import (
 )
 from ._hooks import ENTRY_POINT_GROUP, Backend, hookimpl
 from ._plugins import BackendInfo, BackendRegistry, PluginFailure, url_scheme
-from ._storage import MAX_KEY_BYTES, Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from ._storage import (
+    MAX_KEY_BYTES,
+    RESYNC,
+    WATCH_LATENCY,
+    Capabilities,
+    Change,
+    ChangeFeed,
+    LeaseData,
+    LeaseObject,
+    Storage,
+    validate_key,
+)
 from ._urls import (
     PASSWORD_ENV,
     USERNAME_ENV,
@@ -76,11 +87,15 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_KEY_BYTES",
     "PASSWORD_ENV",
+    "RESYNC",
     "USERNAME_ENV",
+    "WATCH_LATENCY",
     "Backend",
     "BackendInfo",
     "BackendRegistry",
     "Capabilities",
+    "Change",
+    "ChangeFeed",
     "ConfigurationError",
     "CorruptRecordError",
     "Credentials",

@@ -9,14 +9,21 @@ before it raises :class:`StorageUnavailableError`. The file runs in WAL mode wit
 Versions come from a per-key counter table that is never deleted from, so they keep growing
 across delete and recreate.
 
+``watch()`` polls ``PRAGMA data_version`` on a connection of its own every
+:data:`WATCH_POLL` seconds (it changes when any other connection commits; asking costs no disk
+read) and, when it changed, reads the prefix's versions and reports what differs from the last
+look: a few microseconds while nothing changes, one range scan per commit.
+
 Not for: several machines. SQLite on a network file system does not give these guarantees; use a
 networked backend (etcd, Redis, GCS) for leases shared between clusters.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,10 +41,23 @@ from .._errors import (
     StorageUnavailableError,
 )
 from .._limits import check_duration
-from .._storage import Capabilities, LeaseData, LeaseObject, Storage, validate_key
+from .._storage import (
+    RESYNC,
+    Capabilities,
+    Change,
+    ChangeFeed,
+    LeaseData,
+    LeaseObject,
+    Storage,
+    validate_key,
+)
 from .._urls import redact, seconds_option, url_options
 
+log = logging.getLogger("mclease.sqlite")
+
 DEFAULT_TIMEOUT = 5.0
+WATCH_POLL = 0.02
+"""Seconds between two change checks of a feed."""
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -83,7 +103,10 @@ class SQLiteStorage(Storage):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(operation_timeout=self.timeout + 1.0)
+        return Capabilities(operation_timeout=self.timeout + 1.0, watch=True)
+
+    def watch(self) -> ChangeFeed:
+        return _SQLiteFeed(self.path, self.prefix, self.timeout)
 
     def read(self, key: str) -> LeaseObject:
         full = self._full_key(key)
@@ -171,17 +194,7 @@ class SQLiteStorage(Storage):
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            db = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.executescript(_SCHEMA)
-            except BaseException:
-                db.close()
-                raise
-            self._connection = db
+            self._connection = _open(self.path, self.timeout)
         return self._connection
 
     @contextmanager
@@ -212,6 +225,108 @@ class SQLiteStorage(Storage):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _open(path: Path, timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class _SQLiteFeed(ChangeFeed):
+    """Changes under one prefix of one file, found by comparing versions after each commit."""
+
+    def __init__(self, path: Path, prefix: str, timeout: float) -> None:
+        self._path = path
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._timeout = timeout
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        self._data_version: int | None = None
+        self._versions: dict[str, int] = {}
+
+    @property
+    def connected(self) -> bool:
+        return self._db is not None
+
+    def next(self, timeout: float) -> list[Change]:
+        deadline = time.monotonic() + timeout
+        while not self._closed:
+            try:
+                changes = self._check()
+            except sqlite3.Error as exc:
+                self._drop(exc)
+                changes = []
+            if changes or time.monotonic() + WATCH_POLL > deadline:
+                return changes
+            time.sleep(WATCH_POLL)
+        return []
+
+    def close(self) -> None:
+        self._closed = True
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def _check(self) -> list[Change]:
+        if self._db is None:
+            self._db = _open(self._path, self._timeout)
+            self._data_version = None
+            self._versions = {}
+            self._db.execute("BEGIN")  # the version scan and data_version of one snapshot
+            try:
+                self._data_version = self._current_data_version()
+                self._versions, _ = self._scan()
+            finally:
+                self._db.execute("COMMIT")
+            return [RESYNC]
+        data_version = self._current_data_version()
+        if data_version == self._data_version:
+            return []
+        self._data_version = data_version
+        versions, rows = self._scan()
+        changes = [
+            Change(key, _decoded(key, rows[key]))
+            for key, v in versions.items()
+            if self._versions.get(key) != v
+        ]
+        changes += [Change(key) for key in self._versions if key not in versions]
+        self._versions = versions
+        return changes
+
+    def _current_data_version(self) -> int:
+        assert self._db is not None
+        value: int = self._db.execute("PRAGMA data_version").fetchone()[0]
+        return value
+
+    def _scan(self) -> tuple[dict[str, int], dict[str, tuple[bytes, int]]]:
+        assert self._db is not None
+        low = self._prefix
+        rows = self._db.execute(
+            "SELECT key, version, data FROM mclease_leases WHERE substr(key, 1, ?) = ?",
+            (len(low), low),
+        ).fetchall()
+        found = {row[0][len(low) :]: (row[2], row[1]) for row in rows}
+        return {key: found[key][1] for key in found}, found
+
+    def _drop(self, exc: sqlite3.Error) -> None:
+        if self._db is not None and not self._closed:
+            log.warning("lost the change feed of SQLite file %r: %s", str(self._path), exc)
+            self._db.close()
+            self._db = None
+
+
+def _decoded(key: str, row: tuple[bytes, int]) -> LeaseObject | None:
+    try:
+        return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
+    except CorruptRecordError:
+        return None  # reported as unknown: a read of it raises
 
 
 def _next_version(db: sqlite3.Connection, full_key: str) -> int:

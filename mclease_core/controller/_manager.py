@@ -44,6 +44,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
+from .._changes import ChangeTracker
 from .._decisions import LeaseTiming
 from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from .._storage import Storage
@@ -89,6 +90,10 @@ class ControllerConfig:
     leader_elect_namespace: str = "default"
     leader_elect_timing: LeaseTiming = dataclasses.field(default_factory=LeaseTiming)
     watch_timeout: float = WATCH_TIMEOUT
+    watch_store: bool = True
+    """Follow the global store's change feed when it has one: a follower lease reads the record
+    only after it changed, and another cluster's release is acted on at once (else at the next
+    signal). Off: read on every reconcile, as with a store that cannot watch."""
     """Seconds after which the API server ends each watch (a new one starts at once)."""
     identity: str = dataclasses.field(
         default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}"
@@ -105,6 +110,7 @@ class Controller:
         self.metrics = Metrics()
         self.metrics.max_workers.set(config.workers)
         self.queue = MeteredWorkQueue(self.metrics)
+        self.changes = ChangeTracker.of(storage) if config.watch_store else None
         self.reconciler = Reconciler(
             self.custom,
             storage,
@@ -113,6 +119,7 @@ class Controller:
             metrics=self.metrics,
             events=self._event,
             may_act=self.may_act,
+            changes=self.changes,
         )
         self._stop = threading.Event()
         self._lost = threading.Event()
@@ -137,6 +144,13 @@ class Controller:
         """Run until :meth:`stop`; returns the exit code: 1 when replica leadership was lost,
         2 when the replica election was refused for good (see :meth:`_check_replica_election`)."""
         self._serve_health()
+        if self.changes is not None:
+            changes = self.changes
+            self.metrics.store_watch_connected.set_function(
+                lambda: 1.0 if changes.connected else 0.0
+            )
+            changes.subscribe(self._store_changed)
+            changes.start()
         if self.config.metrics_address is not None:
             host, port = self.config.metrics_address
             self._metrics_server, _ = start_http_server(port, host, registry=self.metrics.registry)
@@ -155,6 +169,8 @@ class Controller:
         for server in (server for server in servers if server is not None):
             server.shutdown()
             server.server_close()
+        if self.changes is not None:
+            self.changes.close()
         if self._replica is not None and self._replica.fatal_error is not None:
             return 2
         return 1 if self._lost.is_set() else 0
@@ -342,6 +358,13 @@ class Controller:
             return
         self._generations[key] = seen
         self.queue.add(key)
+
+    def _store_changed(self, key: str) -> None:
+        """Another writer changed a global record: reconcile its lease now, if this cluster has
+        it (a release or takeover elsewhere is acted on at once, not at the next timer)."""
+        if key in self._objects and self._ready.is_set():
+            self.metrics.store_changes.inc()
+            self.queue.add(key)
 
     # ----- working -------------------------------------------------------------------------------
 

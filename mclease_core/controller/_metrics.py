@@ -45,7 +45,7 @@ from prometheus_client import (
 
 from .. import __version__
 from .._errors import StorageError
-from .._storage import Capabilities, LeaseData, LeaseObject, Storage
+from .._storage import Capabilities, ChangeFeed, LeaseData, LeaseObject, Storage
 from ._queue import WorkQueue
 
 _T = TypeVar("_T")
@@ -141,6 +141,18 @@ class Metrics:
             "mclease_storage_errors",
             "Failed global store operations by error type",
             ["operation", "error"],
+            registry=self.registry,
+        )
+        self.store_changes = Counter(
+            "mclease_store_changes",
+            "Changes of a lease's global record by another writer, reported by the store's change "
+            "feed, that queued a reconcile at once",
+            registry=self.registry,
+        )
+        self.store_watch_connected = Gauge(
+            "mclease_store_watch_connected",
+            "1 while the store's change feed is connected (followers then read only after a "
+            "change), 0 while it is not or the store cannot watch",
             registry=self.registry,
         )
 
@@ -303,6 +315,9 @@ class MeteredStorage(Storage):
     @property
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
+
+    def watch(self) -> ChangeFeed:
+        return self.inner.watch()
 
     def _measure(self, operation: str, call: Callable[[], _T]) -> _T:
         started = time.monotonic()

@@ -26,6 +26,7 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from .._changes import ChangeTracker, TrackedStorage
 from .._clock import SYSTEM_CLOCK, Clock
 from .._decisions import LeaseTiming
 from .._elector import LeaderElector, release_observed
@@ -105,12 +106,16 @@ class Reconciler:
         events: Callable[[LeaseView, str, str, str], None] | None = None,
         request_timeout: float = 5.0,
         may_act: Callable[[], bool] = lambda: True,
+        changes: ChangeTracker | None = None,
     ):
         problem = cluster_name_problem(cluster)
         if problem:
             raise ConfigurationError(problem)
         self.api = api
         self.metrics = metrics or Metrics()
+        self.changes = changes
+        if changes is not None:
+            storage = TrackedStorage(storage, changes)
         self.storage: Storage = MeteredStorage(storage, self.metrics)
         self.cluster = cluster
         self.retry_period = retry_period
@@ -284,6 +289,7 @@ class Reconciler:
                 ),
                 clock=self.clock,
                 release_on_stop=False,
+                changes=self.changes,
             )
         except (ConfigurationError, ValueError) as exc:
             return None, f"cannot elect for this lease: {exc}"

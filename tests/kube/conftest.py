@@ -21,6 +21,7 @@ import pytest
 
 from mclease_core.backends import MemoryStorage
 from mclease_core.controller import Controller, ControllerConfig
+from mclease_core.plugin import Storage
 from mclease_dev.kube import (
     KubeAssets,
     KubeCluster,
@@ -78,11 +79,17 @@ RunningController = Callable[..., contextlib.AbstractContextManager[Controller]]
 def controller_running() -> RunningController:
     """``with controller_running(api_client, namespaces, **config) as controller:`` runs a
     controller for "east" (retry period 0.5 s, no metrics or health server, unless ``config``
-    says otherwise) on a fresh in-memory store, and stops it (``join_timeout``) on leaving."""
+    says otherwise) on ``storage`` (default: a fresh in-memory store), and stops it
+    (``join_timeout``) on leaving."""
 
     @contextlib.contextmanager
     def run(
-        api_client: Any, namespaces: Sequence[str], *, join_timeout: float = 10, **config: Any
+        api_client: Any,
+        namespaces: Sequence[str],
+        *,
+        join_timeout: float = 10,
+        storage: Storage | None = None,
+        **config: Any,
     ) -> Iterator[Controller]:
         settings: dict[str, Any] = {
             "cluster": "east",
@@ -93,7 +100,7 @@ def controller_running() -> RunningController:
         }
         controller = Controller(
             api_client,
-            MemoryStorage(uuid.uuid4().hex),
+            storage or MemoryStorage(uuid.uuid4().hex),
             ControllerConfig(namespaces=list(namespaces), **settings),
         )
         thread = threading.Thread(target=controller.run, daemon=True)

@@ -20,8 +20,11 @@ call metadata only (gRPC refuses call credentials on an insecure channel, so pye
 fails every call there). A refused user or password is a :class:`ConfigurationError`: retrying
 cannot help. Texts from gRPC are scrubbed of the password before they reach a message.
 
-Not here: leases with etcd TTLs or watches. Expiry is decided by the elector's own clock, never by
-the store, so a plain key is all the backend needs.
+``watch()`` is a prefix watch on a channel of its own, probed with progress requests (see
+:mod:`._feed`).
+
+Not here: leases with etcd TTLs. Expiry is decided by the elector's own clock, never by the store,
+so a plain key is all the backend needs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pyetcd  # type: ignore[import-untyped]
 
 from mclease_core.plugin import (
     Capabilities,
+    ChangeFeed,
     ConfigurationError,
     ErrorMap,
     LeaseConflictError,
@@ -57,6 +61,7 @@ from mclease_core.plugin import (
 )
 
 from ._config import EtcdConfig
+from ._feed import EtcdFeed
 
 _T = TypeVar("_T")
 
@@ -88,7 +93,11 @@ class EtcdStorage(Storage):
     @property
     def capabilities(self) -> Capabilities:
         # at most two RPCs (authenticate, then the operation), and one retry on an expired token
-        return Capabilities(operation_timeout=3 * self.config.timeout + 1)
+        return Capabilities(operation_timeout=3 * self.config.timeout + 1, watch=True)
+
+    def watch(self) -> ChangeFeed:
+        """A prefix watch of this store's keys; it connects on its first ``next``."""
+        return EtcdFeed(self)
 
     def full_key(self, key: str) -> bytes:
         validate_key(key)
@@ -192,13 +201,16 @@ class EtcdStorage(Storage):
             if self._client is client:
                 self._client = None
 
-    def _new_client(self) -> Any:
+    def _new_client(self, endpoints: tuple[tuple[str, int], ...] | None = None) -> Any:
+        """A client of ``endpoints`` (default: all of the URL's), authenticated if the URL has a
+        user; the authentication is an RPC with the ``timeout`` deadline."""
         config, credentials = self.config, self._credentials
+        chosen = endpoints or config.endpoints
         user, password = config.user, config.password
         if config.credentials is not None:
             current = self._latest = config.credentials.current()  # a rotated file's content
             user, password = current.username, current.password
-        endpoints = [
+        members = [
             pyetcd.Endpoint(
                 host,
                 port,
@@ -206,24 +218,24 @@ class EtcdStorage(Storage):
                 creds=credentials,
                 # pyetcd skips a failed endpoint for time_retry seconds; with one endpoint that
                 # would refuse every call for that long, so only skip when there are others.
-                time_retry=0.0 if len(config.endpoints) == 1 else 2.0,
+                time_retry=0.0 if len(chosen) == 1 else 2.0,
                 opts=_CHANNEL_OPTIONS,
             )
-            for host, port in config.endpoints
+            for host, port in chosen
         ]
         client = pyetcd.MultiEndpointEtcd3Client(
-            endpoints=endpoints,
+            endpoints=members,
             timeout=config.timeout,
             user=user,
             password=password,
-            failover=len(endpoints) > 1,
+            failover=len(members) > 1,
         )
         if credentials is None:  # the token goes as plain metadata (as etcdctl sends it)
             client.call_credentials = None
         return client
 
     @contextmanager
-    def _errors(self, key: str, write: bool) -> Iterator[None]:
+    def _errors(self, key: str | None, write: bool) -> Iterator[None]:
         """Map pyetcd's and grpc's exceptions to the storage errors, chaining the cause."""
         backend = self.config.scheme
         nobody = f"no etcd endpoint of {self.config.where} is reachable now"
@@ -238,7 +250,7 @@ class EtcdStorage(Storage):
         with map_errors(mapping, key=key, backend=backend):
             yield
 
-    def _rpc_failed(self, exc: Exception, key: str, write: bool) -> MCLeaseError:
+    def _rpc_failed(self, exc: BaseException, key: str | None, write: bool) -> MCLeaseError:
         code, details = _grpc_status(exc)
         details = self._scrub(details)
         if code == grpc.StatusCode.INVALID_ARGUMENT and any(
@@ -290,7 +302,12 @@ def _token_expired(exc: grpc.RpcError) -> bool:
 
 
 def _mapped(
-    code: grpc.StatusCode | None, details: str, write: bool, where: str, key: str, backend: str
+    code: grpc.StatusCode | None,
+    details: str,
+    write: bool,
+    where: str,
+    key: str | None,
+    backend: str,
 ) -> StorageError:
     transient = (
         grpc.StatusCode.UNAVAILABLE,

@@ -22,6 +22,13 @@ redacted, and a refused password is a :class:`ConfigurationError` (retrying cann
 where the password came from. Every redis-py exception is mapped in one table
 (:meth:`RedisStorage._error_map`, through :func:`~mclease_core.plugin.map_errors`).
 
+Change feed (``watch()``, see ``_feed``): every write script also publishes the change (key,
+version and encoded record) on the channel ``<prefix>:changes:db<N>``
+(:attr:`RedisStorage.channel`; Pub/Sub ignores databases, so the number is in the name), and a
+feed subscribes to it on a connection of its own. The ``PUBLISH`` cannot fail a write: a refusal
+(an ACL user without the channel) is logged once per store, and feeds then miss this client's
+writes.
+
 Not for: stores that must survive a failover without losing writes. Redis replication is
 asynchronous; a promoted replica can lack acknowledged writes, so two leaders are possible after a
 failover (``may_lose_writes``). Nor for Redis Cluster client routing: point the URL at
@@ -30,6 +37,7 @@ the shard that owns the lease's slot, or at a single server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +52,7 @@ from mclease_core._limits import excerpt
 from mclease_core.plugin import (
     PASSWORD_ENV,
     Capabilities,
+    ChangeFeed,
     ConfigurationError,
     Credentials,
     ErrorMap,
@@ -69,6 +78,9 @@ from mclease_core.plugin import (
 )
 
 from . import _scripts
+from ._feed import RedisFeed
+
+log = logging.getLogger("mclease.redis")
 
 DEFAULT_PREFIX = "mclease"
 DEFAULT_TIMEOUT = 5.0
@@ -96,6 +108,10 @@ _USAGE = (
     "&username_file=PATH] (or the password in $MCLEASE_STORAGE_PASSWORD, or "
     "redis://[user]:password@host...) or rediss://... for TLS"
 )
+_RESP2 = 2
+"""The protocol of every connection: RESP2, which every Redis from 5 on speaks (RESP3 needs
+``HELLO``, Redis 6), and in which a Pub/Sub message is an ordinary array reply, whatever
+redis-py's default (RESP2 in 5, RESP3 in 8)."""
 _UNAVAILABLE_REPLIES = {"CLUSTERDOWN", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY"}
 
 
@@ -123,6 +139,10 @@ class RedisStorage(Storage):
             script: _scripts.sha1(script)
             for script in (_scripts.CREATE, _scripts.UPDATE, _scripts.DELETE)
         }
+        self.channel = channel(prefix, int(pool.connection_kwargs.get("db") or 0))
+        """Where the write scripts announce each change, and the feeds listen."""
+        self._announce_refused = False
+        """Whether a refused ``PUBLISH`` was logged: once per store."""
 
     @classmethod
     def from_url(cls, url: str) -> RedisStorage:
@@ -152,13 +172,28 @@ class RedisStorage(Storage):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            protocol=_RESP2,
         )
         return cls(pool, prefix=parsed.get(PREFIX), timeout=timeout, scheme=parsed.scheme)
 
     @property
     def capabilities(self) -> Capabilities:
         # connect, then at most two round trips (EVALSHA, and EVAL if the script was not loaded)
-        return Capabilities(may_lose_writes=True, operation_timeout=3 * self.timeout + 1)
+        return Capabilities(
+            may_lose_writes=True, operation_timeout=3 * self.timeout + 1, watch=True
+        )
+
+    def watch(self) -> ChangeFeed:
+        """A subscription to :attr:`channel` (see ``_feed``); connects on its first ``next``."""
+        return RedisFeed(self)
+
+    @property
+    def where(self) -> str:
+        """The server, for messages: ``host:port`` (no credentials), or the socket path."""
+        options = self._pool.connection_kwargs
+        if "path" in options:
+            return str(options["path"])
+        return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
 
     def keys(self, key: str) -> tuple[str, str]:
         """The record key and the version-counter key of lease ``key`` (same hash slot)."""
@@ -182,23 +217,26 @@ class RedisStorage(Storage):
     def create(self, key: str, data: LeaseData) -> LeaseObject:
         keys = self.keys(key)
         with self._errors(key, write=True):
-            status, *rest = self._script(_scripts.CREATE, keys, encode_lease_data(data))
-        if status != _scripts.CREATED:
+            answer = self._script(_scripts.CREATE, keys, key, encode_lease_data(data))
+        if answer[0] != _scripts.CREATED:
             raise already_exists(key, self.scheme)
-        return LeaseObject(data, int(rest[0]))
+        self._check_announced(key, answer)
+        return LeaseObject(data, int(answer[1]))
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
         keys = self.keys(key)
         with self._errors(key, write=True):
-            answer = self._script(_scripts.UPDATE, keys, str(version), encode_lease_data(data))
+            answer = self._script(_scripts.UPDATE, keys, key, str(version), encode_lease_data(data))
         self._check_swap(key, version, answer)
+        self._check_announced(key, answer)
         return LeaseObject(data, int(answer[1]))
 
     def delete(self, key: str, *, version: int) -> None:
         keys = self.keys(key)
         with self._errors(key, write=True):
-            answer = self._script(_scripts.DELETE, keys, str(version))
+            answer = self._script(_scripts.DELETE, keys, key, str(version))
         self._check_swap(key, version, answer)
+        self._check_announced(key, answer)
 
     def close(self) -> None:
         self._pool.disconnect()
@@ -212,6 +250,23 @@ class RedisStorage(Storage):
         if status == _scripts.MISMATCH:
             stored = answer[1].decode("ascii", "replace")
             raise conflict(key, self.scheme, expected=expected, stored=stored)
+
+    def _check_announced(self, key: str, answer: list[Any]) -> None:
+        """A write is done whether or not its ``PUBLISH`` was refused; a refusal is logged once."""
+        if len(answer) < 3 or self._announce_refused:
+            return
+        self._announce_refused = True
+        refusal = self._detail(Exception(answer[2].decode("utf-8", "replace")))
+        log.warning(
+            "Redis at %s refused to publish the change of lease %r on channel %r (%s): change "
+            "feeds of this prefix miss this client's writes; grant its ACL user the channel "
+            "(ACL SETUSER <user> &%s)",
+            self.where,
+            key,
+            self.channel,
+            excerpt(refusal, 120),
+            self.channel,
+        )
 
     @property
     def _provider(self) -> _FileCredentials | None:
@@ -237,7 +292,7 @@ class RedisStorage(Storage):
         provider = self._provider
         return provider.scrub(str(exc)) if provider is not None else str(exc)
 
-    def _refused(self, key: str, exc: Exception) -> MCLeaseError:
+    def _refused(self, key: str | None, exc: Exception) -> MCLeaseError:
         """An error reply: nothing was applied. Busy or failing-over servers are unavailable,
         a replica is read-only, a missing ACL permission is a configuration error."""
         detail = self._detail(exc)
@@ -246,9 +301,10 @@ class RedisStorage(Storage):
             return corrupt(key, self.scheme, f"a key of the lease has the wrong type ({detail})")
         if code == "READONLY":
             return read_only(f"Redis refused the write: {detail}", key=key, backend=self.scheme)
-        if code == "NOPERM":
-            return permission_denied(
-                f"the Redis ACL user may not run the lease's commands: {detail}"
+        if code == "NOPERM" or isinstance(exc, redis.exceptions.NoPermissionError):
+            return permission_denied(  # redis-py strips the NOPERM code off its message
+                "the Redis ACL user may not run the lease's commands or use its change channel "
+                f"{self.channel!r}: {detail}"
             )
         if code in _UNAVAILABLE_REPLIES or "cluster is down" in detail.lower():
             return unavailable(
@@ -269,12 +325,33 @@ class RedisStorage(Storage):
         except ValueError as exc:
             raise corrupt(key, self.scheme, f"version {raw!r} is not an integer") from exc
 
-    def _script(self, script: str, keys: tuple[str, str], *args: str | bytes) -> list[Any]:
+    def _script(
+        self, script: str, keys: tuple[str, str], key: str, *args: str | bytes
+    ) -> list[Any]:
+        """Run ``script`` on lease ``key``'s ``keys``; the change channel and ``key`` follow
+        ``args`` (the scripts announce the change there)."""
+        args = (*args, self.channel, key)
         try:
             answer = self._command("EVALSHA", self._digests[script], 2, *keys, *args)
         except redis.exceptions.NoScriptError:
             answer = self._command("EVAL", script, 2, *keys, *args)
         return list(answer)
+
+    def _new_connection(self) -> Any:
+        """A connection like the pool's (TLS, database, credential provider, timeouts), not
+        connected and not the pool's: a change feed subscribes on it."""
+        return self._pool.connection_class(**self._pool.connection_kwargs)
+
+    def _describe(self, exc: Exception) -> str:
+        """What a change feed's failure means, in the words of :meth:`_error_map` (scrubbed)."""
+        try:
+            with self._errors(None, write=False):
+                raise exc
+        except MCLeaseError as error:
+            return str(error)
+        except Exception:
+            return f"{type(exc).__name__}: {excerpt(self._detail(exc), 200)}"
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _command(self, *args: Any) -> Any:
         """Send one command on a pooled connection. Connecting errors propagate as
@@ -295,12 +372,12 @@ class RedisStorage(Storage):
             self._pool.release(connection)
 
     @contextmanager
-    def _errors(self, key: str, *, write: bool) -> Iterator[None]:
+    def _errors(self, key: str | None, *, write: bool) -> Iterator[None]:
         """Map redis-py's exceptions to the storage errors, chaining the cause."""
         with map_errors(self._error_map(key, write=write), key=key, backend=self.scheme):
             yield
 
-    def _error_map(self, key: str, *, write: bool) -> ErrorMap:
+    def _error_map(self, key: str | None, *, write: bool) -> ErrorMap:
         """What each redis-py exception means for an operation on ``key``: before anything was
         sent (connecting) it is unavailable; after a write was sent, outcome unknown."""
         where = self._pool.connection_kwargs.get("host", "the server")
@@ -331,6 +408,13 @@ class RedisStorage(Storage):
                 f"Redis failed: {self._detail(exc)}", key=key, backend=backend
             ),
         }
+
+
+def channel(prefix: str, database: int) -> str:
+    """The change channel of ``prefix`` in ``database``: ``<prefix>:changes:db<N>``, the prefix
+    escaped like in keys. One name per (prefix, database): the name ends in the only
+    ``:changes:db`` that is followed by digits alone."""
+    return f"{escape(prefix)}:changes:db{database}"
 
 
 def _unwrap(exc: Exception) -> ConfigurationError:
