@@ -9,7 +9,10 @@ wait for the controller's confirmation), and adds what that elector does not hav
 - the fencing token of each term (``LeadershipTerm.fencing_token``, from ``status.fencingToken``);
 - an on-new-leader callback, fed from the global holder the controller publishes;
 - re-campaigning after a loss, and release on stop: it ends the term first (the callback stops
-  the work), then writes an empty holder so the controller frees the global lease at once.
+  the work), then writes an empty holder so the controller frees the global lease at once;
+- a follower that tries again the moment status says the global lease was freed (the lock's watch
+  of its object tells it), not a retry period later: a graceful handoff takes a few API round
+  trips instead of up to ``P``.
 
 Not here: the controller, and the lock's protocol (``_lock``).
 """
@@ -57,7 +60,12 @@ class CandidateElector:
         self._observed_at = 0.0
         self._reported: str | None = None
         self._stopping = threading.Event()
+        self._wakeup = threading.Event()
+        """Set by :meth:`stop`, and when status says the global lease was freed."""
+        self._global_holder: str | None = None
         self._thread: threading.Thread | None = None
+        if lock.watch is not None:
+            lock.watch.listen(self._object_changed)
 
     # ----- state -----------------------------------------------------------------------------
 
@@ -175,12 +183,23 @@ class CandidateElector:
 
     # ----- the loop ------------------------------------------------------------------------------
 
+    def _object_changed(self, obj: dict[str, Any] | None) -> None:
+        """From the lock's watch: wake the loop when the global lease was just freed."""
+        status = (obj or {}).get("status") or {}
+        holder = status.get("globalHolderIdentity") if isinstance(status, dict) else None
+        holder = holder if isinstance(holder, str) else ""
+        freed = bool(self._global_holder) and holder == ""
+        self._global_holder = holder
+        if freed and not self.is_leader():
+            self._wakeup.set()
+
     def run(self) -> None:
         self._terms.start_watchdog()
         try:
             while not self._stopping.is_set():
+                self._wakeup.clear()
                 self.try_acquire_or_renew()
-                self._stopping.wait(self.timing.retry_period)
+                self._wakeup.wait(self.timing.retry_period)
         finally:
             self._stopping.set()
             self._terms.stop_watchdog()
@@ -197,6 +216,7 @@ class CandidateElector:
     def stop(self, timeout: float | None = None) -> None:
         """End the term now (the callback runs), then stop the loop and release."""
         self._stopping.set()
+        self._wakeup.set()
         self._terms.end_current("elector stopped")
         if self._terms.in_callback():
             return  # called from on_stopped_leading: the loop waits for that callback to return

@@ -1,11 +1,13 @@
 """``MultiClusterLeaseLock``: the candidate's lock, for ``kubernetes.leaderelection`` unchanged.
 
-Signal, then poll. ``create``/``update`` write the candidate into ``spec`` with the API server's
+Signal, then wait. ``create``/``update`` write the candidate into ``spec`` with the API server's
 optimistic concurrency (the ``resourceVersion`` of the last ``get``): only one local candidate can
 hold the spec, which is the local election. Then the call waits until the election controller
 confirms it in ``status``: ``observedGeneration`` at least the generation this write produced,
 and ``globalHolderIdentity`` naming this candidate. A stale status never confirms anyone, nor does
-an impossible one (``observedGeneration`` above ``metadata.generation``).
+an impossible one (``observedGeneration`` above ``metadata.generation``). The call learns of the
+status through a watch of its object (:class:`ObjectWatch`), reading the object itself when the
+watch says nothing for ``FALLBACK_POLL``, and polling every ``POLL_INTERVAL`` while it is down.
 
 Every call ends by its deadline (docs/safety.md, rule 10), :func:`confirmation_bound` after it
 started on the monotonic clock, whatever the network does (``_client.Deadline``), and a
@@ -51,6 +53,7 @@ from .._decisions import LeaseTiming
 from .._decisions import safety_margin as lease_margin
 from .._limits import identity_problem, printable
 from ._client import Deadline, describe_error, single_attempt_client
+from ._object_watch import FALLBACK_POLL, ObjectWatch
 from ._resource import (
     ANNOTATION_CANDIDATE,
     API_VERSION,
@@ -141,6 +144,7 @@ class MultiClusterLeaseLock:
         retry_period: int = 2,
         api_client: k8s.ApiClient | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        watch: bool = True,
     ):
         problem = identity_problem(identity, allow_slash=False) if identity else "it is empty"
         if problem:
@@ -156,7 +160,13 @@ class MultiClusterLeaseLock:
         self.call_bound = confirmation_bound(self.timing)
         self.clock = clock
         self._api = k8s.CustomObjectsApi(single_attempt_client(api_client))
+        self.watch: ObjectWatch | None = None
+        """The watch of the object, started with the first call (``watch=False``: poll only)."""
+        if watch:
+            watch_api = k8s.CustomObjectsApi(single_attempt_client(api_client, keep_alive=True))
+            self.watch = ObjectWatch(watch_api, namespace, name)
         self._deadline = Deadline(clock)
+        self._watch_warned = False
         self._refused_reported = False
         """Whether a refusal by RBAC was logged as a warning (once: the elector retries forever)."""
         self._last_seen: dict[str, Any] | None = None
@@ -233,6 +243,7 @@ class MultiClusterLeaseLock:
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
         """``(True, record)`` from status, or ``(False, ApiException)`` (404 when missing)."""
+        self._start_watch()
         started = self.clock.monotonic()
         refusal = self._refusal(started, "get")
         if refusal:
@@ -257,9 +268,11 @@ class MultiClusterLeaseLock:
         self._last_seen = obj
         self.last_status = view
         self._note_late_confirmation(view)
+        self._warn_unwatched()
         return True, _record_from(view)
 
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        self._start_watch()
         started = self.clock.monotonic()
         if self._refusal(started, "create") or not self._duration_matches(election_record):
             return False
@@ -324,6 +337,30 @@ class MultiClusterLeaseLock:
             log.info("%s: signal not written: %s", self.describe(), describe_error(exc))
             return self._returned(False)
         return self._returned(self._await_confirmation(started, written))
+
+    def close(self) -> None:
+        """Stop the watch of the object (the lock polls if used again)."""
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
+
+    def _warn_unwatched(self) -> None:
+        """Once: the object can be read but not watched (a candidate role from before watches)."""
+        refused = self.watch.refused if self.watch is not None else None
+        if refused is not None and not self._watch_warned:
+            self._watch_warned = True
+            log.warning(
+                "%s: cannot watch the object (HTTP %s): polling for confirmations instead; give "
+                "the candidate's role the list and watch verbs on multiclusterleases "
+                "(config/rbac/candidate_role.yaml)",
+                self.describe(),
+                refused.status,
+            )
+
+    def _start_watch(self) -> None:
+        watch = self.watch
+        if watch is not None and not watch.started:
+            watch.start()
 
     def describe(self) -> str:
         return f"multiclusterlease/{self.namespace}/{self.name} as {printable(self.identity)}"
@@ -432,6 +469,7 @@ class MultiClusterLeaseLock:
         found = written.get("status")
         observed = _int_or_zero(found.get("observedGeneration")) if isinstance(found, dict) else 0
         found_at_signal = found if observed >= generation else None
+        seen = -1
         while True:
             if self.clock.monotonic() >= until:
                 log.info(
@@ -442,19 +480,31 @@ class MultiClusterLeaseLock:
                 )
                 self._gave_up = {*sorted(self._gave_up)[-7:], generation}
                 return False
+            obj, polled = None, False
+            watch = self.watch
+            if watch is not None and watch.healthy:
+                left = until - self.clock.monotonic()
+                seen, obj = watch.wait_newer(seen, max(0.0, min(FALLBACK_POLL, left)))
+            if obj is None:
+                polled = True
+                try:
+                    obj = self._call(
+                        self._api.get_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        self.name,
+                        until=until,
+                    )
+                except Exception as exc:
+                    log.debug("%s: poll failed: %s", self.describe(), describe_error(exc))
+                    self._pause(until)
+                    continue
             try:
-                obj = self._call(
-                    self._api.get_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    self.name,
-                    until=until,
-                )
                 view = LeaseView.from_object(obj)
             except Exception as exc:
-                log.debug("%s: poll failed: %s", self.describe(), describe_error(exc))
+                log.debug("%s: unreadable copy: %s", self.describe(), describe_error(exc))
                 self._pause(until)
                 continue
             self.last_status = view
@@ -464,7 +514,8 @@ class MultiClusterLeaseLock:
                 verdict = None  # not rewritten since the signal: see found_at_signal
             if verdict is not None:
                 return self._accept(started, generation, view, obj) if verdict else False
-            self._pause(until)
+            if polled and (watch is None or not watch.healthy):
+                self._pause(until)
 
     def _pause(self, until: float) -> None:
         time.sleep(max(0.0, min(POLL_INTERVAL, until - self.clock.monotonic())))

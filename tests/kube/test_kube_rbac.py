@@ -94,7 +94,8 @@ def test_candidate_process_sees_its_permissions(
     )
     assert who.stdout == f"system:serviceaccount:{namespace}:{CANDIDATE_SA}"
     assert can_i("update", "multiclusterleases") == "yes"
-    assert can_i("list", "multiclusterleases") == "no"
+    assert can_i("watch", "multiclusterleases") == "yes"  # the lock watches its own object
+    assert can_i("list", "configmaps") == "no"
     assert can_i("patch", "multiclusterleases", "--subresource=status") == "no"
     assert can_i("delete", "multiclusterleases") == "no"
 

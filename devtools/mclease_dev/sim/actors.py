@@ -180,6 +180,7 @@ class CandidateActor(Actor):
             renew_deadline=int(timing.renew_deadline),
             retry_period=int(timing.retry_period),
             api_client=SimApiClient(self.server),  # type: ignore[arg-type]
+            watch=False,  # the lock's watch of its object is not simulated (it only saves polls)
         )
         lock.actor = self
         return lock
