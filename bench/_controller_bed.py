@@ -39,7 +39,7 @@ from mclease_dev import REPO_ROOT
 from mclease_dev.kube import KubeCluster, apply_manifest, start_clusters, wait_crd_established
 from mclease_dev.multicluster import CandidateProcess, ControllerProcess
 from mclease_dev.processes import ManagedProcess
-from mclease_dev.servers import redis_server
+from mclease_dev.servers import FAKE_GCS_BUCKET, etcd_server, fake_gcs_server, redis_server
 
 __all__ = [
     "CONTROLLER_RETRY",
@@ -226,17 +226,20 @@ def running(child: ChildT) -> Iterator[ChildT]:
 class ElectionBed(Closing):
     """Clusters with the CRD, the global store, and the work folder of one benchmark run.
 
-    Use as a context manager: entering starts the clusters and the store; on exit every
+    Use as a context manager: entering starts the clusters and the stores' servers; on exit every
     controller and candidate a benchmark started (those of :attr:`ManagedProcess.started`), then
-    the Redis server and the clusters are stopped.
+    the servers and the clusters are stopped.
     """
 
-    def __init__(self, workdir: Path, cluster_names: Sequence[str], *, redis: bool) -> None:
+    def __init__(
+        self, workdir: Path, cluster_names: Sequence[str], *, stores: Sequence[str]
+    ) -> None:
         self.workdir = workdir
         self.cluster_names = list(cluster_names)
-        self.wants_redis = redis
+        self.stores = set(stores)
         self.clusters: dict[str, KubeCluster] = {}
-        self.redis: ServerProcess | None = None
+        self.servers: dict[str, ServerProcess] = {}
+        """The server of each store kind that has one (redis, etcd, gcs)."""
         self.pids: list[int] = []
         """Every process the bed started (the benchmarks' children are in
         :attr:`ManagedProcess.started`)."""
@@ -254,10 +257,12 @@ class ElectionBed(Closing):
         for cluster in self.clusters.values():
             apply_manifest(cluster, crd_manifest())
             wait_crd_established(cluster, CRD_NAME)
-        if self.wants_redis:
-            self.redis = self._stack.enter_context(redis_server())
-            if self.redis.pid is not None:
-                self.pids.append(self.redis.pid)
+        starters = {"redis": redis_server, "etcd": etcd_server, "gcs": fake_gcs_server}
+        for kind, start in starters.items():
+            if kind in self.stores:
+                server = self.servers[kind] = self._stack.enter_context(start())
+                if server.pid is not None:
+                    self.pids.append(server.pid)
 
     def close(self) -> None:
         for process in ManagedProcess.started:
@@ -266,12 +271,20 @@ class ElectionBed(Closing):
         self._stack.close()
 
     def url(self, store: str, tag: str) -> str:
-        """A fresh global store of kind ``store`` (``sqlite`` or ``redis``) named by ``tag``."""
+        """A fresh global store of kind ``store`` (sqlite, redis, etcd, gcs) named by ``tag``."""
         if store == "sqlite":
             return f"sqlite:///{self.workdir / f'global-{tag}.db'}"
-        if store == "redis" and self.redis is not None:
-            return f"redis://{self.redis.address}/0?prefix=bench-{tag}&timeout=1"
-        raise ValueError(f"no {store!r} store in this run")
+        server = self.servers.get(store)
+        if server is None:
+            raise ValueError(f"no {store!r} store in this run")
+        if store == "redis":
+            return f"redis://{server.address}/0?prefix=bench-{tag}&timeout=1"
+        if store == "etcd":
+            return f"etcd://{server.address}/bench-{tag}?timeout=1"
+        return (
+            f"gs://{FAKE_GCS_BUCKET}/bench-{tag}?endpoint=http://{server.address}"
+            "&anonymous=true&timeout=2&deadline=4"
+        )
 
     def leftovers(self) -> list[str]:
         """Processes this run started that are still alive (by pid, never by name)."""

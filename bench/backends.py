@@ -117,7 +117,9 @@ def redis_pair() -> Iterator[Pair]:
         payload = encode_lease_data(sample_lease_data("bench"))
 
         def raw_cas(version: int) -> int:
-            answer: list[Any] = script(keys=[record, counter], args=[str(version), payload])
+            answer: list[Any] = script(
+                keys=[record, counter], args=[str(version), payload, store.channel, KEY]
+            )
             return int(answer[1])
 
         yield Pair(store, lambda: client.hmget(record, "data", "version"), raw_cas, "redis-py")

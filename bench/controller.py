@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     bed = ElectionBed(
         workdir,
         ["east", "west"] if "failover" in settings.only else ["east"],
-        redis="redis" in settings.stores + settings.failover_stores,
+        stores=[*settings.stores, *settings.failover_stores],
     )
     with bed:
         for section in sections(bed, settings):
