@@ -24,6 +24,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -257,7 +258,11 @@ class ElectionBed(Closing):
         for cluster in self.clusters.values():
             apply_manifest(cluster, crd_manifest())
             wait_crd_established(cluster, CRD_NAME)
-        starters = {"redis": redis_server, "etcd": etcd_server, "gcs": fake_gcs_server}
+        starters: dict[str, Callable[[], AbstractContextManager[ServerProcess]]] = {
+            "redis": redis_server,
+            "etcd": etcd_server,
+            "gcs": fake_gcs_server,
+        }
         for kind, start in starters.items():
             if kind in self.stores:
                 server = self.servers[kind] = self._stack.enter_context(start())

@@ -279,54 +279,51 @@ class _SQLiteFeed(ChangeFeed):
             self._db = _open(self._path, self._timeout)
             self._data_version = None
             self._versions = {}
-            self._db.execute("BEGIN")  # the version scan and data_version of one snapshot
-            try:
-                self._data_version = self._current_data_version()
-                self._versions, _ = self._scan()
-            finally:
-                self._db.execute("COMMIT")
-            return [RESYNC]
-        data_version = self._current_data_version()
-        if data_version == self._data_version:
-            return []
-        self._data_version = data_version
-        versions, rows = self._scan()
-        changes = [
-            Change(key, _decoded(key, rows[key]))
-            for key, v in versions.items()
-            if self._versions.get(key) != v
-        ]
+            resync = True
+        else:
+            resync = False
+        db = self._db
+        db.execute("BEGIN")  # one snapshot: data_version, the versions and the records read
+        try:
+            data_version: int = db.execute("PRAGMA data_version").fetchone()[0]
+            if data_version == self._data_version:
+                return []
+            self._data_version = data_version
+            low = self._prefix
+            versions = {
+                key[len(low) :]: version
+                for key, version in db.execute(
+                    "SELECT key, version FROM mclease_leases WHERE substr(key, 1, ?) = ?",
+                    (len(low), low),
+                )
+            }
+            if resync:
+                self._versions = versions
+                return [RESYNC]
+            changed = [key for key, v in versions.items() if self._versions.get(key) != v]
+            changes = [Change(key, self._record(db, key)) for key in changed]
+        finally:
+            db.execute("COMMIT")
         changes += [Change(key) for key in self._versions if key not in versions]
         self._versions = versions
         return changes
 
-    def _current_data_version(self) -> int:
-        assert self._db is not None
-        value: int = self._db.execute("PRAGMA data_version").fetchone()[0]
-        return value
-
-    def _scan(self) -> tuple[dict[str, int], dict[str, tuple[bytes, int]]]:
-        assert self._db is not None
-        low = self._prefix
-        rows = self._db.execute(
-            "SELECT key, version, data FROM mclease_leases WHERE substr(key, 1, ?) = ?",
-            (len(low), low),
-        ).fetchall()
-        found = {row[0][len(low) :]: (row[2], row[1]) for row in rows}
-        return {key: found[key][1] for key in found}, found
+    def _record(self, db: sqlite3.Connection, key: str) -> LeaseObject | None:
+        row = db.execute(
+            "SELECT data, version FROM mclease_leases WHERE key = ?", (self._prefix + key,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
+        except CorruptRecordError:
+            return None  # reported as unknown: a read of it raises
 
     def _drop(self, exc: sqlite3.Error) -> None:
         if self._db is not None and not self._closed:
             log.warning("lost the change feed of SQLite file %r: %s", str(self._path), exc)
             self._db.close()
             self._db = None
-
-
-def _decoded(key: str, row: tuple[bytes, int]) -> LeaseObject | None:
-    try:
-        return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
-    except CorruptRecordError:
-        return None  # reported as unknown: a read of it raises
 
 
 def _next_version(db: sqlite3.Connection, full_key: str) -> int:

@@ -40,7 +40,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
@@ -48,7 +47,7 @@ from .._changes import ChangeTracker
 from .._decisions import LeaseTiming
 from .._elector import ElectorCallbacks, LeaderElector, LeadershipTerm
 from .._storage import Storage
-from ..kube._client import Deadline, describe_error, single_attempt_client
+from ..kube._client import Deadline, describe_error, raw_watch, single_attempt_client
 from ..kube._lease_storage import CoordinationLeaseStorage
 from ..kube._resource import GROUP, KIND, PLURAL, VERSION, LeaseView
 from ._metrics import MeteredWorkQueue, Metrics
@@ -290,7 +289,7 @@ class Controller:
         if len(self._listed) >= len(self._progress):
             self._ready.set()
         resource_version = listing["metadata"]["resourceVersion"]
-        stream = k8s_watch.Watch()
+        stream = raw_watch()
         timeout = self.config.watch_timeout
         kwargs: dict[str, Any] = {
             "resource_version": resource_version,

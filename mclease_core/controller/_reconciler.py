@@ -421,9 +421,18 @@ class Reconciler:
         self._publish(view, state, status, record, decision, findings.confirms())
 
     def _patch_status(self, view: LeaseView, status: dict[str, Any], budget: float) -> None:
-        self._patch(
-            view, self.api.patch_namespaced_custom_object_status, {"status": status}, budget
+        """The answer (the whole object) is read but not decoded: nothing here needs it, and
+        decoding it into the client's types cost as much CPU as sending the patch."""
+        answer = self._patch(
+            view,
+            self.api.patch_namespaced_custom_object_status,
+            {"status": status},
+            budget,
+            _preload_content=False,
         )
+        read = getattr(answer, "read", None)
+        if callable(read):  # a raw HTTP response: read to the end, so its connection is reused
+            read()
 
     def _status_refused(
         self, view: LeaseView, state: _LeaseState, status: dict[str, Any], exc: ApiException
@@ -561,9 +570,11 @@ class Reconciler:
         method: Callable[..., Any],
         body: dict[str, Any],
         budget: float | None = None,
+        **options: Any,
     ) -> Any:
         """A merge patch of the object as of ``view`` (its resourceVersion is the precondition),
-        sent only while this replica may act: :class:`StaleCopy` when the object moved on."""
+        sent only while this replica may act: :class:`StaleCopy` when the object moved on.
+        ``options`` go to the client (``_preload_content``)."""
         self._check_active()
         metadata = {**body.get("metadata", {}), "resourceVersion": view.resource_version}
         try:
@@ -577,6 +588,7 @@ class Reconciler:
                 {**body, "metadata": metadata},
                 budget=budget,
                 _content_type="application/merge-patch+json",
+                **options,
             )
         except ApiException as exc:
             if exc.status == 409:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -102,3 +103,17 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {printable(exc.reason, 120)}"
     return f"{type(exc).__name__}: {printable(exc, 200)}"
+
+
+class _RawWatch(k8s_watch.Watch):
+    def get_return_type(self, func: Any) -> None:
+        return None
+
+
+def raw_watch() -> Any:
+    """A ``kubernetes.watch.Watch`` whose events carry the object as the API server sent it (a
+    dict), decoded once. The client's own watch decodes each event's JSON, encodes the object
+    again and decodes it a second time to build a "model" that, for custom objects, is that same
+    dict: a third of the controller's CPU per event went there. Bookmarks and errors are as the
+    client's."""
+    return _RawWatch()  # type: ignore[no-untyped-call]  # the client is untyped

@@ -21,10 +21,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from ._client import describe_error
+from ._client import describe_error, raw_watch
 from ._resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("mclease.lock")
@@ -143,7 +142,7 @@ class ObjectWatch:
         self._deliver(items[0] if items else None, healthy=True)
         self.refused = None
         resource_version = listing["metadata"]["resourceVersion"]
-        stream = k8s_watch.Watch()
+        stream = raw_watch()
         for event in stream.stream(
             self._api.list_namespaced_custom_object,
             GROUP,

@@ -11,8 +11,8 @@ arrive late, or never when a watch is dropped silently. Coordination Leases keep
 for the controller's replica election.
 
 The clients here stand in for the ``kubernetes`` client's ``CustomObjectsApi``,
-``CoordinationV1Api``, ``CoreV1Api`` and ``watch.Watch`` inside one simulated process: a call is a
-request on the simulated network with the client's ``_request_timeout``.
+``CoordinationV1Api``, ``CoreV1Api`` and the controller's ``raw_watch`` inside one simulated
+process: a call is a request on the simulated network with the client's ``_request_timeout``.
 """
 
 from __future__ import annotations
@@ -554,7 +554,3 @@ class K8sShim:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(k8s, name)
-
-
-class WatchShim:
-    Watch = SimWatch

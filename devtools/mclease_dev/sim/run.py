@@ -16,7 +16,7 @@ from mclease_core.kube import _candidate, _client, _lease_storage, _lock
 
 from . import runtime
 from .actors import Actor, CandidateActor, ControllerActor, Records
-from .apiserver import ApiServer, K8sShim, WatchShim
+from .apiserver import ApiServer, K8sShim, SimWatch
 from .checks import acting_end, check, check_deletions, check_renewals
 from .scenario import FAULT_KINDS, Fault, Scenario, draw, liveness_bound_for
 from .store import StoreServer
@@ -45,7 +45,7 @@ def product_patches() -> dict[Any, dict[str, Any]]:
             "threading": th,
             "random": r,
             "k8s": k8s,
-            "k8s_watch": WatchShim,
+            "raw_watch": SimWatch,
             "single_attempt_client": _same_client,
         },
         _metrics: {"time": t, "threading": th},
