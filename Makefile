@@ -85,7 +85,8 @@ simulate: dev
 bench: dev test-servers kube-assets
 	$(PY) bench/storage.py
 	$(PY) bench/backends.py
-	$(PY) bench/controller.py
+	$(PY) bench/controller.py --stores sqlite,redis,etcd --failover-stores sqlite,redis,etcd,gcs
+	$(PY) bench/goals.py
 
 clean:
 	rm -rf $(VENV) bench/results .mypy_cache .ruff_cache .hypothesis

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
+import functools
 import unicodedata
 
 from ._closing import Closing
@@ -131,6 +132,13 @@ def validate_key(key: object) -> str:
     """Return ``key`` if every backend can store it, else raise :class:`InvalidKeyError`."""
     if not isinstance(key, str):
         raise InvalidKeyError(f"a lease key must be a str, got {type(key).__name__}")
+    return _valid_key(str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_key(key: str) -> str:
+    """The checks of :func:`validate_key`, remembered per key (every operation checks its key;
+    a process uses a few keys over and over)."""
     if not key:
         raise InvalidKeyError("a lease key must not be empty", key=key)
     size = len(key.encode("utf-8", errors="surrogatepass"))
