@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -73,6 +74,8 @@ class ChangeTracker(Closing):
         self._known: dict[str, LeaseObject | None] = {}
         """Per key, its record as of now (``None``: there is none), while connected."""
         self._subscribers: list[Subscriber] = []
+        self._pumped = time.monotonic()
+        """When the feed last returned: a feed stuck in ``next`` (a bug) is not trusted."""
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.changes_seen = 0
@@ -103,7 +106,8 @@ class ChangeTracker(Closing):
         """``(True, record)`` when the record of ``key`` is known as of now (``None``: there is
         none), ``(False, None)`` when it must be read."""
         with self._lock:
-            if self._connected and key in self._known:
+            fresh = time.monotonic() - self._pumped <= POLL_TIMEOUT + self._operation_timeout + 1
+            if self._connected and fresh and key in self._known:
                 return True, self._known[key]
             return False, None
 
@@ -131,8 +135,9 @@ class ChangeTracker(Closing):
 
     def close(self) -> None:
         """Stop: the feed is closed first, so a ``next`` in progress returns at once and a
-        reconnection under way says nothing more."""
+        reconnection under way says nothing more; nothing is known afterwards."""
         self._closed.set()
+        self._disconnect()
         self._feed.close()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(POLL_TIMEOUT + self._operation_timeout)
@@ -157,6 +162,7 @@ class ChangeTracker(Closing):
             return
         news: list[str] = []
         with self._lock:
+            self._pumped = time.monotonic()
             for change in changes:
                 self.changes_seen += 1
                 if change.key is None:

@@ -45,13 +45,17 @@ def decode_lease_data(
     distinct records are kept: a follower reading an unchanged record, or a change feed
     reporting what a read already decoded, costs a dictionary lookup instead of two thirds of
     the read (JSON and validation)."""
+    if not isinstance(raw, str):
+        raw = bytes(raw)  # a bytearray or memoryview from a backend: hashable for the cache
     try:
-        return _decode(raw)
+        return _decode(raw) if len(raw) <= CACHED_SIZE else _decode.__wrapped__(raw)
     except _Corrupt as exc:
         raise corrupt_record(key, backend, str(exc)) from exc.__cause__
 
 
 DECODED_CACHE = 1024
+CACHED_SIZE = 4096
+"""Records up to this many bytes or characters are cached (a valid record is well under it)."""
 
 
 class _Corrupt(Exception):

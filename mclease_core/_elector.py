@@ -469,6 +469,8 @@ class LeaderElector:
             while not self._stopping.is_set() and self.fatal_error is None:
                 self._next_wait = 0.0
                 self._wakeup.clear()
+                if self._stopping.is_set():  # stop() between the check and the clear
+                    break
                 self.try_acquire_or_renew()
                 if self.fatal_error is None:
                     self._wakeup.wait(self.next_wait())

@@ -198,6 +198,8 @@ class CandidateElector:
         try:
             while not self._stopping.is_set():
                 self._wakeup.clear()
+                if self._stopping.is_set():  # stop() between the check and the clear
+                    break
                 self.try_acquire_or_renew()
                 self._wakeup.wait(self.timing.retry_period)
         finally:
@@ -207,6 +209,7 @@ class CandidateElector:
             if self.release_on_stop:
                 with self._terms.after_ending():  # the release says the work stopped: wait
                     self.lock.release()
+            self.lock.close()  # its watch: a lock used again afterwards polls
 
     def start(self) -> CandidateElector:
         self._thread = threading.Thread(target=self.run, name="mclease-candidate", daemon=True)

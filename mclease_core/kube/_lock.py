@@ -485,6 +485,8 @@ class MultiClusterLeaseLock:
             if watch is not None and watch.healthy:
                 left = until - self.clock.monotonic()
                 seen, obj = watch.wait_newer(seen, max(0.0, min(FALLBACK_POLL, left)))
+                if obj is not None and not _after_write(obj, written):
+                    obj = None  # a copy from before the write: nothing new, read it if silent
             if obj is None:
                 polled = True
                 try:
@@ -630,6 +632,22 @@ class MultiClusterLeaseLock:
             )
             return False
         return True
+
+
+def _after_write(copy: dict[str, Any], written: dict[str, Any]) -> bool:
+    """Whether a watched ``copy`` is of the object the write produced, as of that write or
+    later: the same uid and at least its generation. A watch's latest copy can predate the write
+    (an event in flight), or be of an object since deleted and recreated under the same name (a
+    watch that went silent keeps its last copy): judged, such a copy confirmed a create without
+    any renewal for it (found in review), or failed a handoff's first call."""
+    copy_meta = copy.get("metadata") or {}
+    written_meta = written.get("metadata") or {}
+    return (
+        bool(copy_meta.get("uid"))
+        and copy_meta.get("uid") == written_meta.get("uid")
+        and _int_or_zero(copy_meta.get("generation"))
+        >= _int_or_zero(written_meta.get("generation"))
+    )
 
 
 def _int_or_zero(value: Any) -> int:

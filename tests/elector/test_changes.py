@@ -216,3 +216,12 @@ class TestFollowerFromChanges:
         assert counted.counts()["read"] == 1
         assert store.read("lease") == held
         assert leader.is_leader()
+
+
+def test_a_closed_tracker_knows_nothing(store: MemoryStorage, tracker: ChangeTracker) -> None:
+    created = store.create("k", sample_lease_data("a"))
+    tracker.pump(0)
+    assert tracker.known("k") == (True, created)
+    tracker.close()
+    assert not tracker.connected
+    assert tracker.known("k") == (False, None)

@@ -48,6 +48,21 @@ def test_the_decoder_keeps_valid_extremes() -> None:
     assert data.fencing_token == 2**63 - 1
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview, lambda raw: raw.decode()])
+def test_the_decoder_takes_any_bytes_a_backend_has_and_remembers_none_it_refuses(
+    kind: Any,
+) -> None:
+    """Decoded records are cached by their bytes; a bytearray or memoryview (unhashable) from a
+    third-party backend is decoded too (the cache made it a TypeError, found in review), and a
+    refused record is refused every time."""
+    raw = raw_record()
+    assert decode_lease_data(kind(raw)) == decode_lease_data(raw)
+    bad = raw_record(holderIdentity="a\nb")
+    for _ in range(2):
+        with pytest.raises(CorruptRecordError):
+            decode_lease_data(kind(bad), key="k", backend="test")
+
+
 @pytest.mark.parametrize(
     ("duration", "deadline", "period"),
     [

@@ -650,3 +650,69 @@ def test_a_status_written_ahead_of_the_generation_never_confirms_once_it_is_reac
     assert lease.get("job", namespace)[0]
     assert lease.update("job", namespace, None) is False
     assert generation(mcl_cluster, namespace) == ahead
+
+
+class StaleWatch:
+    """Stands in for the lock's watch of its object when its connection went silent without
+    closing (a NAT forgetting it): healthy by its own account, and its latest copy is ``copy``
+    forever. Nothing real here can be made to go silent at the right moment of one call."""
+
+    started = True
+    healthy = True
+    refused = None
+
+    def __init__(self, copy: dict[str, Any]) -> None:
+        self.copy = copy
+
+    def wait_newer(self, sequence: int, timeout: float) -> tuple[int, dict[str, Any] | None]:
+        if sequence < 1:
+            return 1, self.copy
+        time.sleep(timeout)
+        return sequence, None
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_watched_copy_of_a_deleted_object_never_confirms_its_successor(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """Found in review: the watch's last copy of a deleted object, confirmed for pod-a at a
+    generation above the new object's, confirmed pod-a's create of the successor at once, with
+    no renewal for it, while another cluster could lead."""
+    for second in (0, 1):  # two more signals: a generation the successor starts below
+        merge_patch(mcl_cluster, namespace, {"spec": {"renewTime": f"2026-12-02T00:00:0{second}Z"}})
+    set_status(
+        mcl_cluster,
+        namespace,
+        observedGeneration=generation(mcl_cluster, namespace),
+        globalHolderIdentity="pod-a",
+    )
+    old = read_job(mcl_cluster, namespace)
+    assert int(old["metadata"]["generation"]) > 1
+    k8s.CustomObjectsApi(mcl_cluster.api_client()).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "job"
+    )
+    lock = make_lock(mcl_cluster, namespace, watch=False)
+    lock.watch = StaleWatch(old)  # type: ignore[assignment]
+    assert lock.get("job", namespace)[0] is False  # gone: the next call creates
+    assert_refused_within(
+        lock.call_bound + 0.5,
+        lambda: lock.create("job", namespace, None),
+        "a copy of the deleted object confirmed the create",
+    )
+
+
+def test_a_watched_copy_from_before_the_signal_neither_confirms_nor_ends_the_call(
+    mcl_cluster: Any, namespace: str, lease: MultiClusterLeaseLock
+) -> None:
+    """The watch's latest copy predates the signal (its event is still in flight) and names
+    another holder: the call waits for the controller instead of giving up at once (every
+    handoff failed its first call so)."""
+    merge_patch(mcl_cluster, namespace, {"spec": {"holderIdentity": ""}})
+    before = read_job(mcl_cluster, namespace)
+    lock = make_lock(mcl_cluster, namespace, watch=False)
+    lock.watch = StaleWatch(before)  # type: ignore[assignment]
+    assert lock.get("job", namespace)[0]
+    confirm_when_signalled(mcl_cluster, namespace, "pod-a", delay=0.1)
+    assert lock.update("job", namespace, None)
