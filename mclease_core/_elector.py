@@ -258,6 +258,10 @@ class LeaderElector:
         known, record = self.changes.known(self.name)
         if not known:
             return False, None
+        with self._lock:
+            seen = self._observation.record.version if self._observation else None
+        if seen is not None and (record is None or record.version < seen):
+            return False, None  # older than what this elector saw: the feed is behind, read
         return True, self._fold(record)
 
     def _observe_read(self) -> Observation | None:
