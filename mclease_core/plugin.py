@@ -59,6 +59,7 @@ from ._errors import (
     read_only,
     unavailable,
 )
+from ._feeds import FEED_PROBE, FEED_SILENCE, Reconnection
 from ._hooks import ENTRY_POINT_GROUP, Backend, hookimpl
 from ._plugins import BackendInfo, BackendRegistry, PluginFailure, url_scheme
 from ._storage import (
@@ -85,6 +86,8 @@ from ._urls import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FEED_PROBE",
+    "FEED_SILENCE",
     "MAX_KEY_BYTES",
     "PASSWORD_ENV",
     "RESYNC",
@@ -112,6 +115,7 @@ __all__ = [
     "Option",
     "OutcomeUnknownError",
     "PluginFailure",
+    "Reconnection",
     "Storage",
     "StorageError",
     "StorageURL",

@@ -19,8 +19,8 @@ minutes), so whenever the stream has been silent for half the ``timeout`` (:data
 feed sends a progress request, which etcd answers at once with an empty response. After twice the
 ``timeout`` (:data:`SILENCE`) without any answer (a frozen server, a dropped link) the feed is
 disconnected: it cancels the call, logs one warning, and re-establishes itself from ``next``
-after a pause of :data:`BACKOFF_FIRST` seconds doubling up to :data:`BACKOFF_MAX` (refused
-credentials: :data:`REFUSED_PAUSE`), then resyncs. An attempt whose ``created`` does not come
+after the backoff of :class:`~mclease_core.plugin.Reconnection` (refused credentials:
+:data:`REFUSED_PAUSE`), then resyncs. An attempt whose ``created`` does not come
 within ``timeout`` counts as failed. gRPC keepalive is not used for this: etcd
 (``--grpc-keepalive-min-time``, 5 s by default) closes a connection that pings more often than
 that, too slow for a one-second ``timeout``.
@@ -47,6 +47,8 @@ from pyetcd import etcdrpc  # type: ignore[import-untyped]
 from pyetcd.etcdrpc import kv_pb2  # type: ignore[import-untyped]
 
 from mclease_core.plugin import (
+    FEED_PROBE,
+    FEED_SILENCE,
     RESYNC,
     Change,
     ChangeFeed,
@@ -55,6 +57,7 @@ from mclease_core.plugin import (
     InvalidKeyError,
     LeaseObject,
     MCLeaseError,
+    Reconnection,
     StorageError,
     decode_lease_data,
     validate_key,
@@ -65,15 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mclease.etcd")
 
-PROBE = 0.5
-"""Silence, in units of the URL's ``timeout``, after which the feed sends a progress request."""
-SILENCE = 2.0
-"""Silence, in units of ``timeout``, after which the feed is disconnected: a probe went out and
-etcd did not answer within 1.5 times the ``timeout``. Below the store's ``operation_timeout``
-(3 times the ``timeout``, plus 1 s), the bound of the contract."""
-BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 1.0
-"""Seconds between two attempts to establish the watch: the first pause, and the longest."""
+PROBE = FEED_PROBE
+SILENCE = FEED_SILENCE
 REFUSED_PAUSE = 5.0
 """Seconds before another attempt after etcd refused the credentials: each costs etcd a password
 hash, and only a rotated password file can help."""
@@ -150,11 +146,7 @@ class EtcdFeed(ChangeFeed):
         self._live = False
         """Whether etcd answered ``created`` on ``_stream``."""
         self._attempts = 0
-        self._failures = 0
-        """Failed attempts since the last resync, for the backoff."""
-        self._retry_at = 0.0
-        self._lost = False
-        """Whether the loss was logged and no resync followed yet: one warning per loss."""
+        self._reconnection = Reconnection(log, "the etcd store")
 
     @property
     def connected(self) -> bool:
@@ -169,13 +161,13 @@ class EtcdFeed(ChangeFeed):
         deadline = time.monotonic() + timeout
         changes: list[Change] = []
         while not changes and not self._closed:
-            if self._stream is None and time.monotonic() >= self._retry_at:
+            if self._stream is None and self._reconnection.due():
                 self._open()
             stream = self._stream
             if stream is not None:
                 changes = self._receive(stream, deadline)
             elif time.monotonic() < deadline:
-                self._woken.wait(min(self._retry_at, deadline) - time.monotonic())
+                self._woken.wait(min(self._reconnection.retry_at, deadline) - time.monotonic())
             if time.monotonic() >= deadline:
                 break
         return changes
@@ -223,19 +215,7 @@ class EtcdFeed(ChangeFeed):
             self._failed(reason)
 
     def _failed(self, reason: str, *, refused: bool = False) -> None:
-        self._failures += 1
-        pause = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
-        pause = REFUSED_PAUSE if refused else pause
-        self._retry_at = time.monotonic() + pause
-        if self._lost:
-            log.debug("the change feed of the etcd store is still down: %s", reason)
-            return
-        self._lost = True
-        log.warning(
-            "lost the change feed of the etcd store: %s; re-establishing it, meanwhile the "
-            "records are read",
-            reason,
-        )
+        self._reconnection.failed(reason, pause=REFUSED_PAUSE if refused else None)
 
     # ----- what the stream brings -------------------------------------------------------------
 
@@ -279,10 +259,7 @@ class EtcdFeed(ChangeFeed):
         changes = [change for event in item.events if (change := self._change(event))]
         if item.created:
             self._live = True
-            self._failures = 0
-            if self._lost:
-                self._lost = False
-                log.info("the change feed of the etcd store is back (%s)", stream.where)
+            self._reconnection.established(stream.where)
             return [RESYNC, *changes]
         return changes  # a progress answer has none
 

@@ -19,11 +19,11 @@ Liveness: an idle subscription hears nothing, so whenever the server has said no
 the ``timeout`` (:data:`PROBE`) the feed sends ``PING`` on it, which Redis answers at once (even
 while subscribed). After twice the ``timeout`` (:data:`SILENCE`) without anything from the server
 (a frozen server, a dropped link) the feed is disconnected: it closes the socket, logs one
-warning, and re-establishes itself from ``next`` after a pause of :data:`BACKOFF_FIRST` seconds
-doubling up to :data:`BACKOFF_MAX`, then resyncs. A socket error (the server closed the
-connection, restarted, or dropped a subscriber whose output buffer overflowed) does the same at
-once. A subscription redis-py's ``PubSub`` would keep is not used, because it re-subscribes on its
-own after a reconnect: the gap would go unreported.
+warning, and re-establishes itself from ``next`` after the backoff of
+:class:`~mclease_core.plugin.Reconnection` (shared with the etcd feed), then resyncs. A socket
+error (the server closed the connection, restarted, or dropped a subscriber whose output
+buffer overflowed) does the same at once. A subscription redis-py's ``PubSub`` would keep is not
+used, because it re-subscribes on its own after a reconnect: the gap would go unreported.
 
 Threads: none. ``next`` waits on the socket (``can_read``) for at most the time left to its own
 deadline or to the next probe; one attempt to establish blocks at most for the connect and one
@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from mclease_core.plugin import (
+    FEED_PROBE,
+    FEED_SILENCE,
     RESYNC,
     Change,
     ChangeFeed,
@@ -49,6 +51,7 @@ from mclease_core.plugin import (
     InvalidKeyError,
     LeaseObject,
     MCLeaseError,
+    Reconnection,
     decode_lease_data,
     validate_key,
 )
@@ -58,15 +61,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mclease.redis")
 
-PROBE = 0.5
-"""Silence, in units of the URL's ``timeout``, after which the feed sends ``PING``."""
-SILENCE = 2.0
-"""Silence, in units of ``timeout``, after which the feed is disconnected: a probe went out and
-Redis did not answer within 1.5 times the ``timeout``. Below the store's ``operation_timeout``
-(3 times the ``timeout``, plus 1 s), the bound of the contract."""
-BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 1.0
-"""Seconds between two attempts to subscribe: the first pause, and the longest."""
+PROBE = FEED_PROBE
+SILENCE = FEED_SILENCE
 
 
 class RedisFeed(ChangeFeed):
@@ -85,11 +81,9 @@ class RedisFeed(ChangeFeed):
         self._heard = 0.0
         self._probed = 0.0
         """When the server last sent anything on the connection, and when the last PING went."""
-        self._failures = 0
-        """Failed attempts since the last resync, for the backoff."""
-        self._retry_at = 0.0
-        self._lost = False
-        """Whether the loss was logged and no resync followed yet: one warning per loss."""
+        self._reconnection = Reconnection(
+            log, f"Redis at {storage.where}, channel {storage.channel!r}"
+        )
         self._garbled = False
         """Whether a message that is not ours was logged on this subscription."""
 
@@ -101,12 +95,12 @@ class RedisFeed(ChangeFeed):
         deadline = time.monotonic() + timeout
         changes: list[Change] = []
         while not changes and not self._closed:
-            if self._connection is None and time.monotonic() >= self._retry_at:
+            if self._connection is None and self._reconnection.due():
                 changes = self._subscribe()
             elif self._connection is not None:
                 changes = self._receive(self._connection, deadline)
             elif time.monotonic() < deadline:
-                self._woken.wait(min(self._retry_at, deadline) - time.monotonic())
+                self._woken.wait(min(self._reconnection.retry_at, deadline) - time.monotonic())
             if time.monotonic() >= deadline:
                 break
         return changes
@@ -146,11 +140,8 @@ class RedisFeed(ChangeFeed):
                 return []
             self._connection = connection
         self._heard = self._probed = time.monotonic()
-        self._failures = 0
         self._garbled = False
-        if self._lost:
-            self._lost = False
-            log.info("the change feed of Redis at %s is back", self._storage.where)
+        self._reconnection.established()
         return [RESYNC]
 
     def _drop(self, connection: Any, reason: str) -> None:
@@ -163,21 +154,7 @@ class RedisFeed(ChangeFeed):
             self._failed(reason)
 
     def _failed(self, reason: str) -> None:
-        self._failures += 1
-        pause = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + pause
-        where = self._storage.where
-        if self._lost:
-            log.debug("the change feed of Redis at %s is still down: %s", where, reason)
-            return
-        self._lost = True
-        log.warning(
-            "lost the change feed of Redis at %s, channel %r (%s); re-establishing it, "
-            "meanwhile the records are read",
-            where,
-            self._storage.channel,
-            reason,
-        )
+        self._reconnection.failed(reason)
 
     # ----- what the subscription brings -------------------------------------------------------
 
