@@ -65,6 +65,18 @@ def follower(
     return elector, counted
 
 
+def east_leads_west_follows(
+    store: MemoryStorage, tracker: ChangeTracker
+) -> tuple[FakeClock, LeaderElector, LeaderElector, CountingStorage]:
+    """ "a" of east leads, told to the tracker; "b" of west follows from it (not yet stepped)."""
+    clock = FakeClock()
+    leader = LeaderElector(store, "lease", "a", cluster="east", timing=TIMING, clock=clock)
+    b, counted = follower(store, tracker, clock)
+    assert leader.try_acquire_or_renew()
+    tracker.pump(0)
+    return clock, leader, b, counted
+
+
 class TestTracker:
     def test_a_record_is_known_once_read_and_follows_other_writers(
         self, store: MemoryStorage, tracker: ChangeTracker
@@ -152,11 +164,7 @@ class TestFollowerFromChanges:
     def test_a_follower_reads_once_then_waits_on_what_the_feed_reports(
         self, store: MemoryStorage, tracker: ChangeTracker
     ) -> None:
-        clock = FakeClock()
-        leader = LeaderElector(store, "lease", "a", cluster="east", timing=TIMING, clock=clock)
-        b, counted = follower(store, tracker, clock)
-        assert leader.try_acquire_or_renew()
-        tracker.pump(0)
+        clock, leader, b, counted = east_leads_west_follows(store, tracker)
         for _ in range(5):
             clock.advance(2.0)
             assert leader.try_acquire_or_renew()
@@ -169,11 +177,7 @@ class TestFollowerFromChanges:
     def test_a_release_elsewhere_wakes_the_follower_and_it_reads_before_taking_over(
         self, store: MemoryStorage, tracker: ChangeTracker
     ) -> None:
-        clock = FakeClock()
-        leader = LeaderElector(store, "lease", "a", cluster="east", timing=TIMING, clock=clock)
-        b, counted = follower(store, tracker, clock)
-        assert leader.try_acquire_or_renew()
-        tracker.pump(0)
+        _, leader, b, counted = east_leads_west_follows(store, tracker)
         assert not b.try_acquire_or_renew()
         woken: list[str] = []
         tracker.subscribe(woken.append)
@@ -186,11 +190,7 @@ class TestFollowerFromChanges:
     def test_expiry_seen_from_the_feed_is_checked_by_a_read_first(
         self, store: MemoryStorage, tracker: ChangeTracker
     ) -> None:
-        clock = FakeClock()
-        leader = LeaderElector(store, "lease", "a", cluster="east", timing=TIMING, clock=clock)
-        b, counted = follower(store, tracker, clock)
-        assert leader.try_acquire_or_renew()
-        tracker.pump(0)
+        clock, _, b, counted = east_leads_west_follows(store, tracker)
         assert not b.try_acquire_or_renew()
         clock.advance(TIMING.lease_duration)
         assert b.try_acquire_or_renew()
