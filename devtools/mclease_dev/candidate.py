@@ -53,8 +53,11 @@ from mclease_core.kube import MultiClusterLeaseLock
 HEARTBEAT_INTERVAL = 0.02
 
 
-class Terminated(Exception):
-    """Raised in the main thread by the SIGTERM handler to leave the election loop."""
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler to leave the election loop. Not an
+    ``Exception``, like ``KeyboardInterrupt``: raised inside a lock call, it was caught as a
+    failed call (the lock and ``kubernetes.leaderelection`` catch ``Exception``), the candidate
+    led on and never released (CI: the graceful-handoff e2e test, twice)."""
 
 
 class Events:
