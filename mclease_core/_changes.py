@@ -78,8 +78,6 @@ class ChangeTracker(Closing):
         """When the feed last returned: a feed stuck in ``next`` (a bug) is not trusted."""
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.changes_seen = 0
-        """Changes the feed reported (resyncs included), for metrics."""
 
     def start(self) -> ChangeTracker:
         self._thread.start()
@@ -164,7 +162,6 @@ class ChangeTracker(Closing):
         with self._lock:
             self._pumped = time.monotonic()
             for change in changes:
-                self.changes_seen += 1
                 if change.key is None:
                     self._resync()
                 elif self._apply(change.key, change.record):
@@ -227,31 +224,18 @@ class TrackedStorage(Storage):
         return self.inner.capabilities
 
     def read(self, key: str) -> LeaseObject:
-        mark = self.tracker.mark(key)
-        try:
-            found = self._tracked(key, lambda: self.inner.read(key))
-        except LeaseNotFoundError:
-            self.tracker.note(key, mark, None)
-            raise
-        self.tracker.note(key, mark, found)
-        return found
+        return self._tracked(key, lambda: self.inner.read(key), lambda found: found)
 
     def create(self, key: str, data: LeaseData) -> LeaseObject:
-        mark = self.tracker.mark(key)
-        written = self._tracked(key, lambda: self.inner.create(key, data))
-        self.tracker.note(key, mark, written)
-        return written
+        return self._tracked(key, lambda: self.inner.create(key, data), lambda written: written)
 
     def update(self, key: str, data: LeaseData, *, version: int) -> LeaseObject:
-        mark = self.tracker.mark(key)
-        written = self._tracked(key, lambda: self.inner.update(key, data, version=version))
-        self.tracker.note(key, mark, written)
-        return written
+        return self._tracked(
+            key, lambda: self.inner.update(key, data, version=version), lambda written: written
+        )
 
     def delete(self, key: str, *, version: int) -> None:
-        mark = self.tracker.mark(key)
-        self._tracked(key, lambda: self.inner.delete(key, version=version))
-        self.tracker.note(key, mark, None)
+        self._tracked(key, lambda: self.inner.delete(key, version=version), lambda _: None)
 
     def watch(self) -> ChangeFeed:
         return self.inner.watch()
@@ -259,13 +243,23 @@ class TrackedStorage(Storage):
     def close(self) -> None:
         self.inner.close()
 
-    def _tracked(self, key: str, operation: Callable[[], _T]) -> _T:
-        """Run ``operation``; any error but not-found leaves the record unknown (a conflict
-        means what was known is stale, an unknown outcome that anything may be stored)."""
+    def _tracked(
+        self,
+        key: str,
+        operation: Callable[[], _T],
+        stored: Callable[[_T], LeaseObject | None],
+    ) -> _T:
+        """Run ``operation`` and note what the store holds afterwards (``stored`` of its result;
+        none after a not-found). Any other error leaves the record unknown: a conflict means what
+        was known is stale, an unknown outcome that anything may be stored."""
+        mark = self.tracker.mark(key)
         try:
-            return operation()
+            result = operation()
         except LeaseNotFoundError:
+            self.tracker.note(key, mark, None)
             raise
         except MCLeaseError:
             self.tracker.forget(key)
             raise
+        self.tracker.note(key, mark, stored(result))
+        return result

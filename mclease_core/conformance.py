@@ -752,10 +752,10 @@ class StorageConformance:
             _await_resync(feed, bound)
             server.pause()
             try:
-                lost_after = _await(lambda: not feed.connected, feed, bound)
+                lost, _ = _read_feed(feed, bound, lambda _: not feed.connected)
             finally:
                 server.resume()
-            assert lost_after is not None, (
+            assert lost, (
                 f"the feed still says it is connected {bound:g}s after its server froze: it must "
                 "probe an idle connection and give up within operation_timeout"
             )
@@ -864,46 +864,35 @@ def _feed_or_skip(store: Storage) -> Iterator[ChangeFeed]:
         feed.close()
 
 
-def _await(done: Callable[[], bool], feed: ChangeFeed, within: float) -> list[Change] | None:
-    """Read ``feed`` until ``done()``; what it reported meanwhile, or ``None`` on time out."""
+def _read_feed(
+    feed: ChangeFeed, within: float, done: Callable[[list[Change]], bool]
+) -> tuple[bool, list[Change]]:
+    """Read ``feed`` until ``done`` of what it reported is true, for ``within`` seconds at most;
+    whether it came true, and what the feed reported."""
     seen: list[Change] = []
     deadline = time.monotonic() + within
-    while not done():
+    while not done(seen):
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
+            return False, seen
         seen += feed.next(min(left, 0.2))
-    return seen
+    return True, seen
 
 
 def _await_resync(feed: ChangeFeed, within: float) -> None:
-    seen: list[Change] = []
-
-    def resynced() -> bool:
-        return RESYNC in seen and feed.connected
-
-    deadline = time.monotonic() + within
-    while not resynced():
-        left = deadline - time.monotonic()
-        assert left > 0, f"no resync within {within:g}s (reported: {seen[-5:]})"
-        seen += feed.next(min(left, 0.2))
+    resynced, seen = _read_feed(feed, within, lambda seen: RESYNC in seen and feed.connected)
+    assert resynced, f"no resync within {within:g}s (reported: {seen[-5:]})"
 
 
 def _expect_change(feed: ChangeFeed, key: str, record: LeaseObject | None, what: str) -> None:
     """The feed reports ``key`` as ``record`` within WATCH_LATENCY (plus margin) of now, the
     moment its write was acknowledged; other keys must not be reported."""
     bound = WATCH_LATENCY + FAULT_MARGIN
-    deadline = time.monotonic() + bound
-    seen: list[Change] = []
-    while time.monotonic() < deadline:
-        seen += feed.next(max(0.0, min(deadline - time.monotonic(), 0.2)))
-        if Change(key, record) in seen:
-            break
+    expected = Change(key, record)
+    reported, seen = _read_feed(feed, bound, lambda seen: expected in seen)
     strangers = [c for c in seen if c.key not in (key, None)]
     assert not strangers, f"after {what} the feed reported other keys: {strangers[:3]}"
-    assert Change(key, record) in seen, (
-        f"{what} was not reported as {Change(key, record)} within {bound:g}s; reported: {seen}"
-    )
+    assert reported, f"{what} was not reported as {expected} within {bound:g}s; reported: {seen}"
 
 
 def _close_all(stores: Iterable[Storage]) -> None:
