@@ -110,16 +110,10 @@ class SQLiteStorage(Storage):
 
     def read(self, key: str) -> LeaseObject:
         full = self._full_key(key)
-        row = self._run(
-            key,
-            lambda db: db.execute(
-                "SELECT data, version FROM mclease_leases WHERE key = ?", (full,)
-            ).fetchone(),
-            write=False,
-        )
-        if row is None:
+        found = self._run(key, lambda db: _stored(db, full, key), write=False)
+        if found is None:
             raise LeaseNotFoundError("no lease record", key=key, backend="sqlite")
-        return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
+        return found
 
     def create(self, key: str, data: LeaseData) -> LeaseObject:
         full = self._full_key(key)
@@ -309,13 +303,8 @@ class _SQLiteFeed(ChangeFeed):
         return changes
 
     def _record(self, db: sqlite3.Connection, key: str) -> LeaseObject | None:
-        row = db.execute(
-            "SELECT data, version FROM mclease_leases WHERE key = ?", (self._prefix + key,)
-        ).fetchone()
-        if row is None:
-            return None
         try:
-            return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
+            return _stored(db, self._prefix + key, key)
         except CorruptRecordError:
             return None  # reported as unknown: a read of it raises
 
@@ -324,6 +313,17 @@ class _SQLiteFeed(ChangeFeed):
             log.warning("lost the change feed of SQLite file %r: %s", str(self._path), exc)
             self._db.close()
             self._db = None
+
+
+def _stored(db: sqlite3.Connection, full_key: str, key: str) -> LeaseObject | None:
+    """The record under ``full_key`` (``None``: there is none); :class:`CorruptRecordError` if
+    its bytes do not decode."""
+    row = db.execute(
+        "SELECT data, version FROM mclease_leases WHERE key = ?", (full_key,)
+    ).fetchone()
+    if row is None:
+        return None
+    return LeaseObject(decode_lease_data(row[0], key=key, backend="sqlite"), row[1])
 
 
 def _next_version(db: sqlite3.Connection, full_key: str) -> int:
